@@ -127,9 +127,7 @@ def _as_unprivileged(command: list[str]) -> list[str]:
 
 
 def _run(command: list[str], what: str, log_file: Path | None = None) -> None:
-    result = subprocess.run(
-        _as_unprivileged(command), capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(_as_unprivileged(command), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         last = detail[-1] if detail else f"exit code {result.returncode}"

@@ -253,7 +253,7 @@ def replace_table_atomically(
     columns: Sequence[str | tuple[str, str]],
     rows: Iterable[Sequence[Any]],
     *,
-    after_copy: sql.Composable | None = None,
+    after_copy: sql.Composed | sql.SQL | None = None,
 ) -> int:
     """Replace the rows of `schema.table` with `rows`, all or nothing.
 
@@ -270,16 +270,15 @@ def replace_table_atomically(
         existing = table_columns(conn, schema, table)
         if not existing and all(isinstance(column, tuple) for column in columns):
             ensure_schema(conn, schema)
+            typed = [column for column in columns if isinstance(column, tuple)]
             definitions = sql.SQL(", ").join(
                 sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(type_name))
-                for name, type_name in columns  # type: ignore[misc]
+                for name, type_name in typed
             )
             conn.execute(sql.SQL("create table if not exists {} ({})").format(target, definitions))
             existing = table_columns(conn, schema, table)
         if not existing:
-            raise WarehouseError(
-                f"{schema}.{table} does not exist; run `cohortcast build` first"
-            )
+            raise WarehouseError(f"{schema}.{table} does not exist; run `cohortcast build` first")
         missing = [name for name in names if name not in existing]
         if missing:
             raise WarehouseError(
@@ -289,9 +288,9 @@ def replace_table_atomically(
         staging = sql.Identifier(f"incoming_{table}")
         column_list = sql.SQL(", ").join(sql.Identifier(name) for name in names)
         conn.execute(
-            sql.SQL(
-                "create temporary table {} (like {} including defaults) on commit drop"
-            ).format(staging, target)
+            sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(
+                staging, target
+            )
         )
         count = copy_rows(conn, staging, names, [existing[name] for name in names], rows)
         conn.execute(sql.SQL("delete from {}").format(target))

@@ -1,0 +1,181 @@
+"""The `cohortcast` command: a thin layer over the modules that do the work.
+
+Errors of ours become one line and a non-zero exit; a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from cohortcast import __version__, dbt_runner, demo, embedded
+from cohortcast.errors import CohortcastError
+from cohortcast.warehouse import ConnectionSettings, connect, resolve_settings
+
+logger = logging.getLogger("cohortcast")
+console = Console(stderr=False, highlight=False)
+error_console = Console(stderr=True, highlight=False)
+
+QUIET_LOGGERS = (
+    "great_expectations",
+    "dbt",
+    "urllib3",
+    "sqlalchemy",
+    "skops",
+    "py.warnings",
+)
+
+
+def _configure_logging(debug: bool) -> None:
+    handler = RichHandler(
+        console=error_console,
+        show_path=False,
+        show_level=debug,
+        markup=False,
+        rich_tracebacks=debug,
+        log_time_format="%H:%M:%S",
+    )
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO, format="%(message)s", handlers=[handler]
+    )
+    logging.captureWarnings(True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if debug else logging.ERROR)
+
+
+def _project_dir(args: argparse.Namespace) -> Path:
+    if args.project_dir:
+        return Path(args.project_dir).resolve()
+    return dbt_runner.find_project_dir()
+
+
+def _settings(args: argparse.Namespace) -> ConnectionSettings:
+    settings = resolve_settings(args.dsn, workdir=Path.cwd())
+    if settings.embedded_server is not None:
+        server = settings.embedded_server
+        verb = "started" if server.started_now else "reusing"
+        logger.info(
+            "embedded Postgres (%s) in %s; connect with: %s",
+            verb,
+            server.root,
+            server.psql_command(),
+        )
+    else:
+        logger.info("warehouse: %s (from %s)", settings.describe(), settings.source)
+    return settings
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cohortcast import pipeline, report
+
+    project_dir = _project_dir(args)
+    settings = _settings(args)
+    options = pipeline.RunOptions(
+        project_dir=project_dir,
+        load_demo=args.demo,
+        data_file=Path(args.data_file) if args.data_file else None,
+    )
+    result = pipeline.run(settings, options)
+    report.print_summary(console, result)
+    return 0
+
+
+def cmd_load_demo(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = Path(args.data_file) if args.data_file else _project_dir(args) / demo.DEFAULT_DATA_FILE
+    with connect(settings) as conn:
+        loaded = demo.load_online_retail(conn, path, replace=args.replace)
+    state = "already loaded" if loaded.skipped else "loaded"
+    console.print(f"{loaded.row_count:,} rows {state} in raw.{demo.TABLE}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    outcome = dbt_runner.invoke(settings, _project_dir(args), "build", args.dbt_args)
+    console.print(outcome.describe())
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    root = embedded.state_root(Path.cwd())
+    if args.db_command == "stop":
+        stopped = embedded.stop(root)
+        console.print("embedded Postgres stopped" if stopped else "embedded Postgres not running")
+        return 0
+    server = embedded.ensure_running(root)
+    console.print(f"embedded Postgres in {server.root} on port {server.port}")
+    console.print(f"connect with: {server.psql_command()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cohortcast",
+        description="Churn predictions next to your dbt cohorts, on Postgres.",
+    )
+    parser.add_argument("--version", action="version", version=f"cohortcast {__version__}")
+    parser.add_argument(
+        "--dsn",
+        help="Postgres connection string; default: the PG* variables, else the embedded server",
+    )
+    parser.add_argument("--project-dir", help="dbt project directory (default: found from cwd)")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the whole pipeline: build, check, train, publish")
+    run.add_argument("--demo", action="store_true", help="load the bundled demo data first")
+    run.add_argument("--data-file", help="demo data file (default data/online_retail.csv.gz)")
+    run.set_defaults(handler=cmd_run)
+
+    load = commands.add_parser("load-demo", help="load the bundled data into raw.*")
+    load.add_argument("--data-file", help="data file (default data/online_retail.csv.gz)")
+    load.add_argument("--replace", action="store_true", help="drop and reload the raw table")
+    load.set_defaults(handler=cmd_load_demo)
+
+    build = commands.add_parser("build", help="dbt build against the resolved warehouse")
+    build.add_argument("dbt_args", nargs=argparse.REMAINDER, help="extra dbt arguments")
+    build.set_defaults(handler=cmd_build)
+
+    db = commands.add_parser("db", help="the embedded Postgres: status (starts it) or stop")
+    db.add_argument("db_command", choices=["status", "stop"])
+    db.set_defaults(handler=cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.debug)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CohortcastError as exc:
+        if args.debug:
+            raise
+        where = f"[{exc.step}] " if exc.step else ""
+        error_console.print(f"cohortcast: error: {where}{exc}", markup=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        error_console.print("cohortcast: interrupted", markup=False)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        error_console.print(
+            f"cohortcast: unexpected error: {type(exc).__name__}: {exc} "
+            "(rerun with --debug for the traceback)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""`cohortcast run`: the whole loop, one named step at a time.
+
+A failure at any step raises an error that names the step; nothing before publishing
+touches the published predictions, and publishing is one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cohortcast import dbt_runner, demo
+from cohortcast.errors import CohortcastError
+from cohortcast.warehouse import ConnectionSettings, connect, run_lock
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    project_dir: Path
+    load_demo: bool = False
+    data_file: Path | None = None
+    artifacts_dir: Path | None = None
+    skip_quality: bool = False
+
+    @property
+    def artifacts(self) -> Path:
+        return self.artifacts_dir or self.project_dir / ".cohortcast" / "artifacts"
+
+
+@dataclass
+class RunReport:
+    """What the summary at the end of a run shows."""
+
+    settings: ConnectionSettings
+    steps: list[tuple[str, float, str]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def step(report: RunReport, name: str) -> Iterator[dict[str, str]]:
+    """Time a step, log its outcome, and name it in any error it raises."""
+    logger.info("▶ %s", name)
+    started = time.monotonic()
+    detail: dict[str, str] = {}
+    try:
+        yield detail
+    except CohortcastError as exc:
+        if exc.step is None:
+            exc.step = name
+        raise
+    seconds = time.monotonic() - started
+    note = detail.get("note", "")
+    report.steps.append((name, seconds, note))
+    logger.info("✔ %s%s (%.1f s)", name, f": {note}" if note else "", seconds)
+
+
+def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
+    report = RunReport(settings=settings)
+    project_dir = options.project_dir
+    with run_lock(settings):
+        if options.load_demo:
+            with step(report, "load demo data") as detail, connect(settings) as conn:
+                loaded = demo.load_online_retail(
+                    conn, options.data_file or project_dir / demo.DEFAULT_DATA_FILE
+                )
+                detail["note"] = (
+                    f"{loaded.row_count:,} rows already loaded"
+                    if loaded.skipped
+                    else f"{loaded.row_count:,} rows loaded"
+                )
+        with step(report, "check raw data"), connect(settings) as conn:
+            demo.check_raw_table(conn)
+        with step(report, "dbt build: staging, cohorts, features") as detail:
+            outcome = dbt_runner.build_upstream(settings, project_dir)
+            detail["note"] = outcome.describe()
+            report.facts["dbt_invocation_id"] = outcome.invocation_id
+        with step(report, "dbt build: marts on predictions") as detail:
+            outcome = dbt_runner.build_downstream(settings, project_dir)
+            detail["note"] = outcome.describe()
+        with connect(settings) as conn:
+            report.facts.update(_warehouse_facts(conn))
+    return report
+
+
+def _warehouse_facts(conn: Any) -> dict[str, Any]:
+    row = conn.execute(
+        """
+        select
+            (select count(*) from analytics.customers),
+            (select count(distinct (cohort_name, cohort_key)) from analytics.cohort_membership),
+            (select count(distinct cohort_name) from analytics.cohort_membership)
+        """
+    ).fetchone()
+    return {"customers": row[0], "cohorts": row[1], "cohort_definitions": row[2]}
