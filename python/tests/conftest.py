@@ -57,7 +57,9 @@ def create_database(settings: ConnectionSettings, prefix: str = "cc_test") -> Co
 
 def drop_database(settings: ConnectionSettings, name: str) -> None:
     with psycopg.connect(**settings.connect_kwargs(), autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
