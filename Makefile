@@ -29,7 +29,7 @@ unit: $(STAMP)
 test: lint unit
 
 bench: $(STAMP)
-	$(BIN)/python -m cohortcast.bench
+	$(BIN)/python python/bench/run.py
 
 clean:
 	rm -rf $(VENV) target logs .cohortcast
