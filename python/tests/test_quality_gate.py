@@ -51,9 +51,13 @@ create table analytics.customer_feature_snapshots (
     customer_id text,
     as_of_date date,
     order_count integer,
+    order_count_last_30_days integer,
     days_since_last_order integer,
-    revenue_amount numeric,
+    tenure_days integer,
+    net_revenue_amount numeric,
+    revenue_amount_last_30_days numeric,
     country text,
+    is_label_observed boolean,
     is_churned boolean
 )
 """
@@ -103,10 +107,15 @@ def feature_rows() -> list[tuple[object, ...]]:
             str(12000 + customer),
             as_of_date,
             customer % 4,
+            customer % 2,
             10 + customer,
-            Decimal(customer * 3),
+            100 + customer,
+            # Refunds can make revenue negative: not a count, so not range-checked.
+            Decimal(customer * 3 - 5),
+            Decimal(-2) if customer == 1 else Decimal(customer),
             "United Kingdom",
-            customer % 3 == 0,
+            as_of_date < FEATURE_DATES[-1],
+            None if as_of_date == FEATURE_DATES[-1] else customer % 3 == 0,
         )
         for customer in range(FEATURE_CUSTOMERS)
         for as_of_date in FEATURE_DATES
@@ -150,9 +159,13 @@ FEATURE_COLUMNS = (
     "customer_id",
     "as_of_date",
     "order_count",
+    "order_count_last_30_days",
     "days_since_last_order",
-    "revenue_amount",
+    "tenure_days",
+    "net_revenue_amount",
+    "revenue_amount_last_30_days",
     "country",
+    "is_label_observed",
     "is_churned",
 )
 
@@ -427,6 +440,39 @@ BREAKAGES = {
             "where customer_id = '12001' and as_of_date = '2011-03-01'",
         ),
         example="-3",
+    ),
+    "features negative windowed count": Breakage(
+        "features",
+        "analytics.customer_feature_snapshots",
+        "expect_column_values_to_be_between",
+        "order_count_last_30_days",
+        (
+            "update analytics.customer_feature_snapshots set order_count_last_30_days = -1 "
+            "where customer_id = '12006' and as_of_date = '2011-03-01'",
+        ),
+        example="customer_id=12006, as_of_date=2011-03-01",
+    ),
+    "features negative tenure": Breakage(
+        "features",
+        "analytics.customer_feature_snapshots",
+        "expect_column_values_to_be_between",
+        "tenure_days",
+        (
+            "update analytics.customer_feature_snapshots set tenure_days = -30 "
+            "where customer_id = '12008' and as_of_date = '2011-04-01'",
+        ),
+        example="customer_id=12008, as_of_date=2011-04-01",
+    ),
+    "features unknown label state": Breakage(
+        "features",
+        "analytics.customer_feature_snapshots",
+        "expect_column_values_to_not_be_null",
+        "is_label_observed",
+        (
+            "update analytics.customer_feature_snapshots set is_label_observed = null "
+            "where customer_id = '12009'",
+        ),
+        example="customer_id=12009",
     ),
     "features empty": Breakage(
         "features",

@@ -1,7 +1,8 @@
 """Where gate results go: `quality.validation_runs` and `quality.validation_results`.
 
-Their contract is in docs/contracts.md and their DDL in the dbt macro `create_python_tables`.
-`ensure_quality_tables` creates the same two tables when they are missing, so the gate also
+Their contract is in docs/contracts.md and their DDL in the dbt macro `create_python_tables`
+(macros/python_tables.sql). `ensure_quality_tables` creates the same two tables, with the same
+DDL, when they are missing, so the gate also
 works on a database that dbt has not touched yet (a user's own warehouse, `cohortcast check`
 on a fresh database). It never alters a table that exists.
 """
@@ -46,7 +47,7 @@ RESULT_COLUMNS = (
 
 RUNS_DDL = """
 create table if not exists quality.validation_runs (
-    validation_run_id text primary key,
+    validation_run_id text not null primary key,
     pipeline_step text,
     started_at timestamptz,
     success boolean,
@@ -57,12 +58,12 @@ create table if not exists quality.validation_runs (
 """
 RESULTS_DDL = """
 create table if not exists quality.validation_results (
-    validation_run_id text,
+    validation_run_id text not null,
     table_name text,
     expectation text,
     column_name text,
     success boolean,
-    severity text,
+    severity text check (severity in ('blocking', 'warning')),
     observed_value text,
     failing_examples text,
     checked_at timestamptz

@@ -13,6 +13,7 @@ the duplicate check needs. All of them are computed by Postgres, not in Python.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,6 +62,11 @@ RAW_REQUIRED_VALUES = (
 
 FEATURE_KEY_COLUMNS = ("customer_id", "as_of_date")
 FEATURE_REQUIRED_COLUMNS = (*FEATURE_KEY_COLUMNS, "is_churned")
+#: Feature columns that count something (`order_count`, `order_count_last_30_days`).
+COUNT_COLUMN = re.compile(r"(^|_)count(_|$)")
+#: Feature columns that measure days back from as_of_date (`days_since_last_order`,
+#: `tenure_days`); a negative value means an event from after the snapshot leaked in.
+DAY_SPAN_COLUMN = re.compile(r"^days_since_|(^|_)tenure_days$")
 
 PREDICTION_COLUMNS = (
     "customer_id",
@@ -276,7 +282,7 @@ def feature_snapshot_checks(inputs: SuiteInputs) -> list[Check]:
         for column in FEATURE_KEY_COLUMNS
     ]
     for column in inputs.columns:
-        if column.endswith("_count"):
+        if COUNT_COLUMN.search(column):
             checks += [
                 check(
                     expect.ExpectColumnValuesToNotBeNull(column=column),
@@ -289,7 +295,7 @@ def feature_snapshot_checks(inputs: SuiteInputs) -> list[Check]:
                     f"{column} is not negative",
                 ),
             ]
-        elif column.startswith("days_since_"):
+        elif DAY_SPAN_COLUMN.search(column):
             checks.append(
                 check(
                     expect.ExpectColumnValuesToBeBetween(column=column, min_value=0),
@@ -297,6 +303,14 @@ def feature_snapshot_checks(inputs: SuiteInputs) -> list[Check]:
                     f"{column} is not negative (features use only events before as_of_date)",
                 )
             )
+    if "is_label_observed" in inputs.columns:
+        checks.append(
+            check(
+                expect.ExpectColumnValuesToNotBeNull(column="is_label_observed"),
+                Severity.BLOCKING,
+                "every row says whether its label is observed",
+            )
+        )
     return checks
 
 
