@@ -316,3 +316,14 @@ def test_a_changed_model_file_refuses_to_load(tmp_path: Path) -> None:
     path, _, _ = _saved_model(tmp_path)
     with pytest.raises(ModelError, match="sha256"):
         load_artifact(path, expected_sha256="0" * 64)
+
+
+def test_calibration_options() -> None:
+    frame, spec = prepared(make_snapshots(60))
+    one_snapshot = labelled(frame).loc[lambda rows: rows["as_of_date"] == "2011-01-01"]
+    with pytest.raises(ModelError, match="at least two labelled snapshots"):
+        fit_model(CANDIDATE, one_snapshot, spec, TrainingConfig())
+    uncalibrated = fit_model(CANDIDATE, one_snapshot, spec, TrainingConfig(calibration="none"))
+    assert np.isfinite(predict_churn(uncalibrated, one_snapshot, spec)).all()
+    with pytest.raises(ModelError, match="calibration 'beta'"):
+        fit_model(CANDIDATE, one_snapshot, spec, TrainingConfig(calibration="beta"))

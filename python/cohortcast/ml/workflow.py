@@ -229,8 +229,12 @@ def _train(
             **config.to_dict(),
             "features": spec.to_dict(),
             "rfm_features": list(rfm),
-            "candidate": "HistGradientBoostingClassifier + sigmoid calibration on the latest "
-            "training snapshot",
+            "candidate": "HistGradientBoostingClassifier"
+            + (
+                ""
+                if config.calibration == "none"
+                else f" + {config.calibration} calibration on the latest training snapshot"
+            ),
         },
         library_versions=saved.library_versions,
         artifact_path=str(saved.path),
