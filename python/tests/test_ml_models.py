@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -175,25 +176,41 @@ def test_backtest_trains_each_cutoff_only_on_observed_label_windows() -> None:
 
 def test_backtest_reports_cohort_slices_with_enough_members() -> None:
     frame, spec = prepared(make_snapshots(60))
-    membership = pd.DataFrame(
+    acquisition = pd.DataFrame(
         {
             "customer_id": [f"C{n:03d}" for n in range(60)],
             "cohort_name": "acquisition_month",
             "cohort_key": ["2010-12"] * 50 + ["2011-08"] * 10,
             "entered_at": pd.to_datetime(["2010-12-05"] * 50 + ["2011-08-10"] * 10, utc=True),
+            "exited_at": pd.NaT,
         }
     )
+    # 40 customers active from 2010-12-10 until 2011-08-15: members at 2011-08-01 only
+    lifecycle = pd.DataFrame(
+        {
+            "customer_id": [f"C{n:03d}" for n in range(40)],
+            "cohort_name": "lifecycle",
+            "cohort_key": "active",
+            "entered_at": pd.Timestamp("2010-12-10", tz="UTC"),
+            "exited_at": pd.Timestamp("2011-08-15", tz="UTC"),
+        }
+    )
+    membership = pd.concat([acquisition, lifecycle], ignore_index=True)
     result = backtest(
         frame, spec, TrainingConfig(backtest_cutoffs=2, min_slice_rows=30), membership
     )
-    slices = result.evaluations.groupby("cutoff_date", dropna=False)["cohort_slice"].unique()
+    evaluations = result.evaluations
+    slices = evaluations.groupby("cutoff_date", dropna=False)["cohort_slice"].unique()
     # 2011-08 members entered after both cutoffs; 10 members would be too few anyway
-    for found in slices:
-        assert set(found) == {"all", "acquisition_month=2010-12"}
-    row_counts = result.evaluations.loc[
-        result.evaluations["cohort_slice"] == "acquisition_month=2010-12", "row_count"
-    ]
-    assert set(row_counts) == {50, 100}
+    assert set(slices[date(2011, 8, 1)]) == {
+        "all",
+        "acquisition_month=2010-12",
+        "lifecycle=active",
+    }
+    assert set(slices[date(2011, 9, 1)]) == {"all", "acquisition_month=2010-12"}
+    row_counts = evaluations.groupby(["cohort_slice"], dropna=False)["row_count"].unique()
+    assert set(row_counts["acquisition_month=2010-12"]) == {50, 100}
+    assert set(row_counts["lifecycle=active"]) == {40}
 
 
 def test_a_perfect_recency_rule_beats_the_candidate_and_is_chosen() -> None:

@@ -251,15 +251,20 @@ def load_snapshots(
 def load_cohort_membership(
     conn: psycopg.Connection, *, schema: str = SNAPSHOT_SCHEMA, table: str = MEMBERSHIP_TABLE
 ) -> pd.DataFrame:
-    """Cohort membership (customer_id, cohort_name, cohort_key, entered_at); empty if missing."""
+    """Cohort membership: customer_id, cohort_name, cohort_key, entered_at, exited_at (null
+    when the table has no exits); empty when the table is missing."""
     columns = table_columns(conn, schema, table)
     wanted = [CUSTOMER_ID, "cohort_name", "cohort_key", "entered_at"]
     if not columns or any(name not in columns for name in wanted):
         logger.warning("%s.%s is missing; metrics by cohort are skipped", schema, table)
-        return pd.DataFrame(columns=wanted)
+        return pd.DataFrame(columns=[*wanted, "exited_at"])
+    exited = "exited_at" if "exited_at" in columns else "null::timestamptz as exited_at"
     frame = read_frame(
-        conn, f'select customer_id, cohort_name, cohort_key, entered_at from "{schema}"."{table}"'
+        conn,
+        f"select customer_id, cohort_name, cohort_key, entered_at, {exited} "
+        f'from "{schema}"."{table}"',
     )
     frame[CUSTOMER_ID] = frame[CUSTOMER_ID].astype(str).astype(object)
     frame["entered_at"] = pd.to_datetime(frame["entered_at"], utc=True)
+    frame["exited_at"] = pd.to_datetime(frame["exited_at"], utc=True)
     return frame

@@ -183,7 +183,7 @@ def backtest_cutoffs(frame: pd.DataFrame, config: TrainingConfig) -> list[pd.Tim
 
 def slice_masks(predictions: pd.DataFrame, membership: pd.DataFrame) -> dict[str, np.ndarray]:
     """Row masks over `predictions`: `all`, and `cohort_name=cohort_key` for every cohort a
-    row's customer had entered before the row's cutoff."""
+    row's customer belonged to at the row's cutoff (entered before it, not exited by it)."""
     masks = {ALL_SLICE: np.ones(len(predictions), dtype=bool)}
     if membership.empty:
         return masks
@@ -195,10 +195,11 @@ def slice_masks(predictions: pd.DataFrame, membership: pd.DataFrame) -> dict[str
         }
     )
     joined = keys.merge(membership, on=CUSTOMER_ID, how="inner")
-    entered_before = joined["entered_at"] < joined["cutoff_date"].dt.tz_localize("UTC")
-    for (name, key), group in joined.loc[entered_before].groupby(
-        ["cohort_name", "cohort_key"], sort=True
-    ):
+    cutoff_at = joined["cutoff_date"].dt.tz_localize("UTC")
+    member = joined["entered_at"] < cutoff_at
+    if "exited_at" in joined:
+        member &= joined["exited_at"].isna() | (joined["exited_at"] >= cutoff_at)
+    for (name, key), group in joined.loc[member].groupby(["cohort_name", "cohort_key"], sort=True):
         mask = np.zeros(len(predictions), dtype=bool)
         mask[group["row"].to_numpy()] = True
         masks[f"{name}={key}"] = mask
