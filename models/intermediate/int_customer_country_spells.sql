@@ -50,7 +50,7 @@ spells_numbered as (
 
 ),
 
-final as (
+spells_bounded as (
 
     select
         customer_id,
@@ -61,6 +61,20 @@ final as (
             partition by customer_id order by spell_number
         ) as ended_at
     from spells_numbered
+
+),
+
+final as (
+
+    {# Two countries on one timestamp would make an empty spell; drop it. #}
+    select
+        customer_id,
+        spell_number,
+        country,
+        started_at,
+        ended_at
+    from spells_bounded
+    where ended_at is null or ended_at > started_at
 
 )
 
