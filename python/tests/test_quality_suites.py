@@ -8,9 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from sqlalchemy.engine import make_url
 
-from cohortcast.quality import suites, thresholds
+from cohortcast.quality import runner, suites, thresholds
 from cohortcast.quality.suites import Severity, SuiteInputs
+from cohortcast.warehouse import ConnectionSettings
 
 # The columns of analytics.customer_feature_snapshots as models/features declares them.
 FEATURE_MODEL_COLUMNS = (
@@ -107,3 +109,36 @@ def test_every_check_is_blocking_or_warning_with_a_description() -> None:
             assert found.expectation.description
             assert found.expectation.meta == {"cohortcast_severity": found.severity.value}
             assert found.batch == suites.TABLE_BATCH or found.batch in suite.derived_batches
+
+
+def test_the_gx_url_carries_no_password_and_survives_url_syntax() -> None:
+    settings = ConnectionSettings(
+        host="127.0.0.1", port=5433, user="ana@corp", dbname="warehouse/prod", password="p@:/%#"
+    )
+
+    url = runner._sqlalchemy_url(settings)
+    args = runner._connect_args(settings)
+
+    parsed = make_url(url)
+    assert (parsed.username, parsed.host, parsed.port, parsed.database) == (
+        "ana@corp",
+        "127.0.0.1",
+        5433,
+        "warehouse/prod",
+    )
+    assert parsed.password is None
+    assert args["password"] == "p@:/%#"
+    assert "host" not in args
+
+
+def test_a_socket_directory_host_travels_outside_the_url() -> None:
+    settings = ConnectionSettings(
+        host="/var/run/postgresql", port=5432, user="postgres", dbname="cohortcast"
+    )
+
+    assert (
+        runner._sqlalchemy_url(settings)
+        == "postgresql+psycopg2://postgres@localhost:5432/cohortcast"
+    )
+    assert runner._connect_args(settings)["host"] == "/var/run/postgresql"
+    assert "password" not in runner._connect_args(settings)

@@ -390,13 +390,18 @@ def _ephemeral_context(docs_dir: Path) -> Any:
 
 
 def _sqlalchemy_url(settings: ConnectionSettings) -> str:
-    """The URL without the password (it goes in `connect_args`): safe in any GX config."""
+    """The URL without the password (it goes in `connect_args`): safe in any GX config.
+
+    A host that is a unix-socket directory (`PGHOST=/var/run/postgresql`) cannot be written
+    as a URL host that GX's Postgres URL validation accepts, so the URL names `localhost` and
+    the real host travels in `connect_args`, which libpq prefers over the URL.
+    """
     from sqlalchemy.engine import URL
 
     url = URL.create(
         "postgresql+psycopg2",
         username=settings.user,
-        host=settings.host,
+        host="localhost" if _is_socket_directory(settings.host) else settings.host,
         port=settings.port,
         database=settings.dbname,
     )
@@ -408,9 +413,15 @@ def _connect_args(settings: ConnectionSettings) -> dict[str, Any]:
         "connect_timeout": settings.connect_kwargs()["connect_timeout"],
         "application_name": "cohortcast-quality",
     }
+    if _is_socket_directory(settings.host):
+        args["host"] = settings.host
     if settings.password:
         args["password"] = settings.password
     return args
+
+
+def _is_socket_directory(host: str) -> bool:
+    return host.startswith("/")
 
 
 def _batch_definition(datasource: Any, target: _Target, batch: str) -> Any:
