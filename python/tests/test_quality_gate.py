@@ -624,6 +624,7 @@ def test_row_count_outside_the_band_of_the_last_accepted_run_stops_the_gate(
 
     assert f"{table}: expect_table_row_count_to_be_between (" in str(raised.value)
     assert "of the last accepted run" in str(raised.value)
+    assert "accept_row_count_change" in str(raised.value)
 
 
 def test_an_accepted_row_count_change_becomes_the_new_baseline(warehouse: Warehouse) -> None:

@@ -134,7 +134,6 @@ def run_gate(
     started = time.monotonic()
     started_at = datetime.now(UTC)
     validation_run_id = f"{started_at:%Y%m%dT%H%M%SZ}-{step}-{uuid.uuid4().hex[:8]}"
-    now = datetime.now(UTC)
 
     with connect(settings) as conn:
         results.ensure_quality_tables(conn)
@@ -144,7 +143,7 @@ def run_gate(
                 suites.SUITES[name],
                 overrides.get(name, suites.SUITES[name].default_relation),
                 accept_row_count_change=accept_row_count_change,
-                now=now,
+                now=started_at,
                 step=step,
             )
             for name in STEP_SUITES[step]
@@ -194,6 +193,14 @@ def failure_message(gate: GateResult) -> str:
     lines += [f"  {f.table_name}: {_describe(f)}" for f in failures[:MESSAGE_FAILURE_LIMIT]]
     if len(failures) > MESSAGE_FAILURE_LIMIT:
         lines.append(f"  ... and {len(failures) - MESSAGE_FAILURE_LIMIT} more")
+    if any(
+        f.expectation == results.ROW_COUNT_EXPECTATION and "last accepted run" in f.description
+        for f in failures
+    ):
+        lines.append(
+            "If the new row count is expected (a backfill, a new source), accept it once with "
+            "accept_row_count_change (cohortcast check --accept-row-count-change)."
+        )
     lines.append(
         f"Fix the data upstream and run again. Details: quality.validation_results where "
         f"validation_run_id = '{gate.validation_run_id}'; Data Docs: {gate.data_docs_path}"
