@@ -116,7 +116,7 @@
         {% do run_query(statement) %}
     {% endfor %}
     {% if flags.WHICH == 'run-operation' %}
-        {% do adapter.commit() %}
+        {% do run_query('commit') %}
         {{ log("Created the ml, quality and raw tables that were missing.", info=true) }}
     {% endif %}
 {% endmacro %}

@@ -19,8 +19,9 @@ from cohortcast.errors import CohortcastError
 from cohortcast.warehouse import ConnectionSettings, connect, resolve_settings
 
 logger = logging.getLogger("cohortcast")
-console = Console(stderr=False, highlight=False)
-error_console = Console(stderr=True, highlight=False)
+# Logs are read in CI output and piped to files too: do not wrap them at 80 columns there.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+error_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
 
 QUIET_LOGGERS = (
     "great_expectations",
@@ -103,6 +104,40 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _artifacts_dir(project_dir: Path) -> Path:
+    return project_dir / ".cohortcast" / "artifacts"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cohortcast import ml
+
+    project_dir = _project_dir(args)
+    settings = _settings(args)
+    dbt_runner.create_python_tables(settings, project_dir)
+    with connect(settings) as conn:
+        trained = ml.train(conn, _artifacts_dir(project_dir))
+    console.print(
+        f"trained run {trained.run_id}: {trained.published_model} chosen "
+        f"({trained.selection_reason}); artifact {trained.artifact_path}"
+    )
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from cohortcast import ml
+
+    project_dir = _project_dir(args)
+    settings = _settings(args)
+    dbt_runner.create_python_tables(settings, project_dir)
+    with connect(settings) as conn:
+        scored = ml.score(conn, run_id=args.run_id)
+    console.print(
+        f"published {scored.scored_row_count:,} predictions at {scored.scored_as_of_date} "
+        f"from run {scored.run_id} ({scored.model_name})"
+    )
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     root = embedded.state_root(Path.cwd())
     if args.db_command == "stop":
@@ -142,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="dbt build against the resolved warehouse")
     build.add_argument("dbt_args", nargs=argparse.REMAINDER, help="extra dbt arguments")
     build.set_defaults(handler=cmd_build)
+
+    train = commands.add_parser("train", help="backtest, choose and save a model (no publish)")
+    train.set_defaults(handler=cmd_train)
+
+    score = commands.add_parser("score", help="score the latest snapshot and publish")
+    score.add_argument("--run-id", help="model run to score with (default: the latest)")
+    score.set_defaults(handler=cmd_score)
 
     db = commands.add_parser("db", help="the embedded Postgres: status (starts it) or stop")
     db.add_argument("db_command", choices=["status", "stop"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cohortcast import dbt_runner, demo
+from cohortcast import dbt_runner, demo, ml
 from cohortcast.errors import CohortcastError
 from cohortcast.warehouse import ConnectionSettings, connect, run_lock
 
@@ -81,6 +81,27 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
             outcome = dbt_runner.build_upstream(settings, project_dir)
             detail["note"] = outcome.describe()
             report.facts["dbt_invocation_id"] = outcome.invocation_id
+        with step(report, "create the tables Python writes"):
+            dbt_runner.create_python_tables(settings, project_dir)
+        with step(report, "train and backtest") as detail, connect(settings) as conn:
+            trained = ml.train(
+                conn,
+                options.artifacts,
+                dbt_invocation_id=report.facts.get("dbt_invocation_id"),
+            )
+            detail["note"] = (
+                f"run {trained.run_id}, {trained.training_row_count:,} rows from "
+                f"{trained.snapshot_count} snapshots; publishing {trained.published_model}"
+            )
+            report.facts["train"] = trained
+        with step(report, "score and publish predictions") as detail, connect(settings) as conn:
+            scored = ml.score(conn, run_id=trained.run_id)
+            detail["note"] = f"{scored.scored_row_count:,} customers at {scored.scored_as_of_date}"
+            report.facts["score"] = scored
+            for feature in scored.drifted_features:
+                report.facts.setdefault("warnings", []).append(
+                    f"feature {feature} drifted since training (PSI over threshold)"
+                )
         with step(report, "dbt build: marts on predictions") as detail:
             outcome = dbt_runner.build_downstream(settings, project_dir)
             detail["note"] = outcome.describe()

@@ -37,24 +37,36 @@ def print_summary(console: Console, report: RunReport) -> None:
         f"{_number(facts.get('cohorts'))} groups in "
         f"{_number(facts.get('cohort_definitions'))} definitions"
     )
-    model_lines = facts.get("model_lines")
-    if model_lines:
-        table = Table(title="backtest (mean over cutoffs)", title_justify="left", box=None)
-        for heading in ("model", "ROC AUC", "PR AUC", "Brier"):
-            table.add_column(heading, justify="left" if heading == "model" else "right")
-        for name, roc_auc, pr_auc, brier in model_lines:
-            table.add_row(name, _number(roc_auc), _number(pr_auc), _number(brier))
-        console.print(table)
-    if "holdout_roc_auc" in facts:
-        console.print(
-            f"  model: {facts.get('published_model', 'candidate')} "
-            f"(run {facts.get('run_id')}), ROC AUC {_number(facts['holdout_roc_auc'])} "
-            f"on the held-out snapshot; base rate {_number(facts.get('base_rate'))}"
+    trained = facts.get("train")
+    if trained is not None:
+        table = Table(
+            title=f"backtest over {len(trained.cutoffs)} cutoffs "
+            f"({trained.cutoffs[0]} .. {trained.cutoffs[-1]}), mean per cutoff",
+            title_justify="left",
+            box=None,
+            padding=(0, 2),
         )
-    if "predictions" in facts:
+        for heading in ("model", "ROC AUC", "PR AUC", "Brier", "log loss"):
+            table.add_column(heading, justify="left" if heading == "model" else "right")
+        for name, metrics in trained.backtest_means.items():
+            marker = " (published)" if name == trained.published_model else ""
+            table.add_row(
+                f"{name}{marker}",
+                *(_number(metrics.get(key)) for key in ("roc_auc", "pr_auc", "brier", "log_loss")),
+            )
+        console.print(table)
+        candidate = trained.backtest_means.get("candidate", {})
         console.print(
-            f"  predictions: {_number(facts['predictions'])} customers scored at "
-            f"{facts.get('scored_as_of_date')}"
+            f"  model run {trained.run_id}: candidate ROC AUC {_number(candidate.get('roc_auc'))}"
+            f" against a base rate of {_number(trained.base_rate)}; published "
+            f"{trained.published_model} ({trained.selection_reason})"
+        )
+    scored = facts.get("score")
+    if scored is not None:
+        bands = ", ".join(f"{band} {count:,}" for band, count in scored.risk_band_counts.items())
+        console.print(
+            f"  predictions: {scored.scored_row_count:,} customers scored at "
+            f"{scored.scored_as_of_date} ({bands})"
         )
     for warning in facts.get("warnings", []):
         console.print(f"  [yellow]warning:[/yellow] {warning}")

@@ -70,3 +70,25 @@ def fresh_database(pg_settings: ConnectionSettings) -> Iterator[ConnectionSettin
         yield settings
     finally:
         drop_database(pg_settings, settings.dbname)
+
+
+@pytest.fixture(scope="session")
+def demo_warehouse(
+    pg_settings: ConnectionSettings, repo_root: Path
+) -> Iterator[ConnectionSettings]:
+    """A database with the bundled data loaded and everything up to the features built.
+
+    Shared by the whole session: tests must not change what is in it. Tests that change
+    data make their own database.
+    """
+    from cohortcast import dbt_runner, demo
+    from cohortcast.warehouse import connect
+
+    settings = create_database(pg_settings, "cc_demo")
+    try:
+        with connect(settings) as conn:
+            demo.load_online_retail(conn, repo_root / demo.DEFAULT_DATA_FILE)
+        dbt_runner.build_upstream(settings, repo_root)
+        yield settings
+    finally:
+        drop_database(pg_settings, settings.dbname)

@@ -2,7 +2,9 @@
 
 `analytics.customer_feature_snapshots` holds one row per customer per `as_of_date`. Features
 are found by convention (docs/contracts.md), never listed here: every column except the keys,
-the label, `is_label_observed` and columns ending in `_at` or `_date`. Numeric columns are
+the label, `is_label_observed`, timestamps and dates (`_at`, `_date`) and calendar
+truncations (`_week`, `_month`, `_quarter`: a calendar position says when, not who, and
+a later snapshot always brings values training never saw). Numeric columns are
 numeric features; text and boolean columns are categorical. Adding a feature is adding a
 column in dbt.
 
@@ -35,6 +37,7 @@ CUSTOMER_ID = "customer_id"
 AS_OF_DATE = "as_of_date"
 LABEL = "is_churned"
 NOT_FEATURES = frozenset({CUSTOMER_ID, AS_OF_DATE, LABEL, "is_label_observed"})
+NOT_FEATURE_SUFFIXES = ("_at", "_date", "_week", "_month", "_quarter")
 LABEL_WINDOW_DAYS = 90
 MISSING_CATEGORY = "(missing)"
 
@@ -83,7 +86,7 @@ class Snapshots:
 
 
 def is_feature_column(name: str) -> bool:
-    return name not in NOT_FEATURES and not name.endswith(("_at", "_date"))
+    return name not in NOT_FEATURES and not name.endswith(NOT_FEATURE_SUFFIXES)
 
 
 def spec_from_column_types(column_types: Mapping[str, str]) -> FeatureSpec:

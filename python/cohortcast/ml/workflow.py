@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -302,14 +303,24 @@ def score(
     *,
     run_id: str | None = None,
     config: ScoringConfig | None = None,
+    before_publish: Callable[[pd.DataFrame], None] | None = None,
 ) -> ScoreResult:
-    """Score the latest snapshot with a recorded run (default: the latest) and publish."""
+    """Score the latest snapshot with a recorded run (default: the latest) and publish.
+
+    `before_publish` sees the new predictions before anything published changes (the
+    quality gate); when it raises, nothing is published.
+    """
     config = config or ScoringConfig()
     with threadpool_limits(limits=config.threads):
-        return _score(conn, run_id, config)
+        return _score(conn, run_id, config, before_publish)
 
 
-def _score(conn: psycopg.Connection, run_id: str | None, config: ScoringConfig) -> ScoreResult:
+def _score(
+    conn: psycopg.Connection,
+    run_id: str | None,
+    config: ScoringConfig,
+    before_publish: Callable[[pd.DataFrame], None] | None,
+) -> ScoreResult:
     started = time.monotonic()
     was_idle = _is_idle(conn)
     run = fetch_run(conn, run_id)
@@ -330,6 +341,8 @@ def _score(conn: psycopg.Connection, run_id: str | None, config: ScoringConfig) 
     )
     reference = frame.loc[in_window & frame[LABEL].notna()]
     drift = drift_module.feature_drift(reference, current, bundle.spec, config.psi_threshold)
+    if before_publish is not None:
+        before_publish(predictions)
     scored_at = datetime.now(UTC)
     with conn.transaction():
         count = publish_predictions(conn, predictions, run.run_id, scored_at)
@@ -367,6 +380,7 @@ def train_and_publish(
     dbt_invocation_id: str | None = None,
     training: TrainingConfig | None = None,
     scoring: ScoringConfig | None = None,
+    before_publish: Callable[[pd.DataFrame], None] | None = None,
 ) -> RunSummary:
     """`train` then `score` with the run just trained."""
     trained = train(
@@ -376,5 +390,5 @@ def train_and_publish(
         dbt_invocation_id=dbt_invocation_id,
         config=training,
     )
-    scored = score(conn, run_id=trained.run_id, config=scoring)
+    scored = score(conn, run_id=trained.run_id, config=scoring, before_publish=before_publish)
     return RunSummary(train=trained, score=scored)
