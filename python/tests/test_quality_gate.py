@@ -706,6 +706,8 @@ def test_predictions_are_checked_in_a_staging_table_before_publish(warehouse: Wa
         create_predictions(conn, "customer_churn_predictions_staging")
         conn.execute("update ml.customer_churn_predictions_staging set churn_probability = 0.3")
 
+    published = warehouse.query("select * from ml.customer_churn_predictions order by 1")
+
     with pytest.raises(QualityGateError) as raised:
         warehouse.gate(
             "predictions", tables={"churn_predictions": "ml.customer_churn_predictions_staging"}
@@ -716,6 +718,7 @@ def test_predictions_are_checked_in_a_staging_table_before_publish(warehouse: Wa
     )
     checked = warehouse.query("select distinct table_name from quality.validation_results")
     assert checked == [("ml.customer_churn_predictions_staging",)]
+    assert warehouse.query("select * from ml.customer_churn_predictions order by 1") == published
     assert warehouse.gate("predictions").success
 
 
