@@ -114,13 +114,15 @@ def test_features_from_postgres_types() -> None:
             "order_count": "bigint",
             "average_order_amount": "numeric",
             "cohort_acquisition_month": "text",
+            "cohort_lifecycle_stage": "text",
             "is_label_observed": "boolean",
             "has_returned": "boolean",
             "is_churned": "boolean",
         }
     )
     assert spec.numeric == ("average_order_amount", "order_count")
-    assert spec.categorical == ("cohort_acquisition_month", "has_returned")
+    # A calendar truncation (`_month`) is when, not who: not a feature.
+    assert spec.categorical == ("cohort_lifecycle_stage", "has_returned")
 
 
 def test_training_rows_exclude_snapshots_whose_label_window_overlaps_the_cutoff() -> None:
