@@ -18,6 +18,7 @@ from cohortcast.metabase.cohorts import (
     normalise_customer_id,
     table_name,
 )
+from cohortcast.metabase.commands import import_cohort_command
 from cohortcast.warehouse import ConnectionSettings
 
 API_KEY = "mb_test_key_0123456789"
@@ -247,3 +248,14 @@ def test_customer_column_is_found_by_any_spelling(columns: list[str], expected: 
 )
 def test_customer_ids_become_text(value: object, expected: str | None) -> None:
     assert normalise_customer_id(value) == expected
+
+
+def test_import_cohort_command(double: MetabaseDouble, fresh_database: ConnectionSettings) -> None:
+    card_id = double.add_saved_question("Loyal customers", COLUMNS, member_rows()[:10])
+    settings = MetabaseSettings(url=double.url, api_key=API_KEY)
+
+    result = import_cohort_command(card_id, "loyal", fresh_database, metabase=settings)
+
+    assert result.summary().startswith(
+        f"imported card {card_id} into raw.metabase_cohort_loyal: 10 members from 10 rows"
+    )

@@ -13,6 +13,7 @@ from metabase_double import MetabaseDouble, running_double
 
 from cohortcast.errors import ConfigError, MetabaseError
 from cohortcast.metabase.client import MetabaseClient, MetabaseSettings
+from cohortcast.metabase.commands import sync_command
 from cohortcast.metabase.provision import (
     native_query,
     native_sql,
@@ -368,3 +369,31 @@ def test_native_queries_round_trip_in_both_formats() -> None:
         assert query["database"] == 7
     assert native_sql({"lib/type": "mbql/query", "stages": [{"source-table": 3}]}) is None
     assert native_sql({"type": "query", "query": {"source-table": 3}}) is None
+
+
+def test_sync_command_reads_its_settings_from_the_environment(
+    double: MetabaseDouble, workdir: Path
+) -> None:
+    environ = {
+        "METABASE_URL": double.url,
+        "METABASE_API_KEY": API_KEY,
+        "METABASE_DATABASE": DATABASE,
+    }
+    first = sync_command(workdir, environ=environ)
+    planned = sync_command(workdir, plan=True, environ=environ)
+    second = sync_command(workdir, environ=environ)
+
+    assert first.summary().startswith("Metabase: changed 8 object(s):")
+    assert "  create card 'Data-quality results'" in first.summary().splitlines()
+    assert planned.summary() == "Metabase is up to date: nothing to change"
+    assert second.summary().splitlines() == [
+        "Metabase is up to date: nothing to change",
+        f"URLs in {workdir / 'target' / 'metabase_urls.json'}",
+    ]
+    assert len(double.cards_named("Data-quality results")) == 1
+
+
+def test_sync_command_needs_the_database_name(workdir: Path) -> None:
+    environ = {"METABASE_URL": "http://127.0.0.1:9", "METABASE_API_KEY": API_KEY}
+    with pytest.raises(ConfigError, match="METABASE_DATABASE"):
+        sync_command(workdir, environ=environ)

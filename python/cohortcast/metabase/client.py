@@ -156,7 +156,7 @@ class _MethodAwareAdapter(HTTPAdapter):
         super().close()
 
 
-def _retry(settings: MetabaseSettings, methods: frozenset[str]) -> Retry:
+def retry_policy(settings: MetabaseSettings, methods: frozenset[str]) -> Retry:
     return Retry(
         total=settings.retries,
         connect=settings.retries,
@@ -188,7 +188,8 @@ class MetabaseClient:
         self.settings = settings
         self._session = session or requests.Session()
         adapter = _MethodAwareAdapter(
-            _retry(settings, IDEMPOTENT_METHODS), _retry(settings, IDEMPOTENT_METHODS | {"POST"})
+            retry_policy(settings, IDEMPOTENT_METHODS),
+            retry_policy(settings, IDEMPOTENT_METHODS | {"POST"}),
         )
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)

@@ -104,7 +104,7 @@ class SyncResult:
             head = f"Metabase: {verb} {len(self.changes)} object(s):"
         lines = [head, *(f"  {change.describe()}" for change in self.changes)]
         if self.urls and not self.plan:
-            lines.append(f"URLs written to {self.urls_file}")
+            lines.append(f"URLs in {self.urls_file}")
         return "\n".join(lines)
 
 

@@ -1,0 +1,96 @@
+"""What the CLI calls for `cohortcast metabase ...`; each returns an object with `summary()`.
+
+    cohortcast metabase import-cohort --card ID --name NAME [--format csv|json] [--column C]
+    cohortcast metabase sync [--plan] [--database NAME] [--metadata]
+
+Metabase settings come from METABASE_URL and METABASE_API_KEY (or METABASE_USERNAME and
+METABASE_PASSWORD); the database's name in Metabase from --database or METABASE_DATABASE.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cohortcast.errors import ConfigError
+from cohortcast.metabase.client import MetabaseClient, MetabaseSettings
+from cohortcast.metabase.cohorts import CohortImport, import_cohort
+from cohortcast.metabase.metadata import MetadataPush, push_metadata
+from cohortcast.metabase.provision import MANIFEST_FILE, SyncResult, sync
+from cohortcast.warehouse import ConnectionSettings
+
+logger = logging.getLogger(__name__)
+
+DATABASE_VARIABLE = "METABASE_DATABASE"
+
+
+@dataclass
+class SyncSummary:
+    sync: SyncResult
+    metadata: MetadataPush | None = None
+
+    def summary(self) -> str:
+        lines = [self.sync.summary()]
+        if self.metadata is not None:
+            lines.append(self.metadata.summary())
+        return "\n".join(lines)
+
+
+def import_cohort_command(
+    card_id: int,
+    name: str,
+    warehouse: ConnectionSettings,
+    *,
+    export_format: str = "csv",
+    customer_column: str | None = None,
+    metabase: MetabaseSettings | None = None,
+) -> CohortImport:
+    """`cohortcast metabase import-cohort --card ID --name NAME`."""
+    settings = metabase or MetabaseSettings.from_environment()
+    with MetabaseClient(settings) as client:
+        return import_cohort(
+            client,
+            warehouse,
+            card_id,
+            name,
+            export_format=export_format,
+            customer_column=customer_column,
+        )
+
+
+def sync_command(
+    project_dir: Path,
+    *,
+    plan: bool = False,
+    database_name: str | None = None,
+    with_metadata: bool = False,
+    warehouse: ConnectionSettings | None = None,
+    metabase: MetabaseSettings | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SyncSummary:
+    """`cohortcast metabase sync [--plan] [--metadata]`.
+
+    With `warehouse` given, `dbt parse` runs first so the manifest matches the YAML;
+    without, target/manifest.json must be there already.
+    """
+    env = os.environ if environ is None else environ
+    database = database_name or env.get(DATABASE_VARIABLE)
+    if not database:
+        raise ConfigError(
+            f"name the warehouse as Metabase knows it: pass --database or set {DATABASE_VARIABLE}"
+        )
+    settings = metabase or MetabaseSettings.from_environment(env)
+    if warehouse is not None:
+        from cohortcast import dbt_runner
+
+        dbt_runner.invoke(warehouse, project_dir, "parse")
+    with MetabaseClient(settings) as client:
+        result = SyncSummary(sync(client, project_dir, database, plan=plan))
+    if with_metadata and not plan:
+        result.metadata = push_metadata(settings, project_dir / MANIFEST_FILE, database)
+    elif with_metadata:
+        logger.info("plan only: not pushing metadata")
+    return result
