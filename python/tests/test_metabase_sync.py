@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from metabase_double import MetabaseDouble, running_double
 
@@ -20,6 +21,7 @@ from cohortcast.metabase.provision import (
     read_declaration,
     sync,
 )
+from cohortcast.warehouse import ConnectionSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "mb_test_key_0123456789"
@@ -397,3 +399,60 @@ def test_sync_command_needs_the_database_name(workdir: Path) -> None:
     environ = {"METABASE_URL": "http://127.0.0.1:9", "METABASE_API_KEY": API_KEY}
     with pytest.raises(ConfigError, match="METABASE_DATABASE"):
         sync_command(workdir, environ=environ)
+
+
+def test_shipped_questions_run_on_the_built_warehouse(
+    project: Path,
+    manifest: dict[str, Any],
+    fresh_database: ConnectionSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each question's compiled SQL runs on what dbt builds, and picks the right rows."""
+    from dbt.cli.main import dbtRunner
+
+    for name, value in fresh_database.environment().items():
+        monkeypatch.setenv(name, value)
+    built = dbtRunner().invoke(
+        [
+            "--quiet",
+            "run",
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(project),
+            "--select",
+            "+cohort_retention",
+            "+churn_risk_by_cohort",
+        ]
+    )
+    assert built.success, built.exception
+    questions = {q.name: q.sql for q in read_declaration(manifest).questions}
+    with psycopg.connect(**fresh_database.connect_kwargs()) as conn:
+        conn.execute(
+            """
+            insert into ml.model_runs (run_id, status, trained_at, roc_auc)
+            values ('old', 'published', '2026-01-01', 0.7),
+                ('new', 'published', '2026-02-01', 0.8),
+                ('later_candidate', 'candidate', '2026-03-01', 0.9);
+            insert into ml.model_calibration (run_id, model, decile, mean_predicted, observed_rate)
+            values ('old', 'candidate', 1, 0.1, 0.2),
+                ('new', 'candidate', 1, 0.15, 0.1),
+                ('new', 'candidate', 2, 0.25, 0.3),
+                ('later_candidate', 'candidate', 1, 0.5, 0.5);
+            insert into quality.validation_results
+                (validation_run_id, table_name, expectation, success, severity, checked_at)
+            values ('v1', 'features', 'not_null', false, 'blocking', '2026-01-01'),
+                ('v2', 'features', 'not_null', true, 'blocking', '2026-01-02'),
+                ('v2', 'features', 'in_range', false, 'warning', '2026-01-02');
+            """
+        )
+        for sql in questions.values():
+            conn.execute(sql)  # every shipped question runs
+        calibration = conn.execute(questions["Calibration of the published model"]).fetchall()
+        quality = conn.execute(questions["Data-quality results"]).fetchall()
+        runs = conn.execute(questions["Model performance over runs"]).fetchall()
+    # The newest published run is 'new': its two deciles, not the later candidate's.
+    assert [(row[1], row[2], row[3]) for row in calibration] == [(1, 0.15, 0.1), (2, 0.25, 0.3)]
+    # Only the latest validation of the table (v2), its failure first.
+    assert [(row[2], row[5]) for row in quality] == [("in_range", False), ("not_null", True)]
+    assert [row[1] for row in runs] == ["old", "new", "later_candidate"]
