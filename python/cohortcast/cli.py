@@ -81,9 +81,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         project_dir=project_dir,
         load_demo=args.demo,
         data_file=Path(args.data_file) if args.data_file else None,
+        accept_row_count_change=args.accept_row_count_change,
     )
     result = pipeline.run(settings, options)
     report.print_summary(console, result)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from cohortcast import quality
+
+    project_dir = _project_dir(args)
+    settings = _settings(args)
+    gate = quality.run_gate(
+        settings,
+        args.step,
+        docs_dir=project_dir / "target" / "data_docs",
+        accept_row_count_change=args.accept_row_count_change,
+    )
+    console.print(
+        f"quality gate {args.step}: passed with {len(gate.warnings)} warning(s); "
+        f"Data Docs: {gate.data_docs_path}"
+    )
     return 0
 
 
@@ -167,7 +186,27 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the whole pipeline: build, check, train, publish")
     run.add_argument("--demo", action="store_true", help="load the bundled demo data first")
     run.add_argument("--data-file", help="demo data file (default data/online_retail.csv.gz)")
+    run.add_argument(
+        "--accept-row-count-change",
+        action="store_true",
+        help="accept a row count outside the band of the last accepted run (a backfill)",
+    )
     run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check", help="run the data-quality gate alone")
+    check.add_argument(
+        "step",
+        nargs="?",
+        default="check",
+        choices=["check", "raw", "features", "predictions"],
+        help="which suites: raw, features, predictions, or all three (check, the default)",
+    )
+    check.add_argument(
+        "--accept-row-count-change",
+        action="store_true",
+        help="accept a row count outside the band of the last accepted run (a backfill)",
+    )
+    check.set_defaults(handler=cmd_check)
 
     load = commands.add_parser("load-demo", help="load the bundled data into raw.*")
     load.add_argument("--data-file", help="data file (default data/online_retail.csv.gz)")

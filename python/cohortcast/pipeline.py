@@ -27,11 +27,15 @@ class RunOptions:
     load_demo: bool = False
     data_file: Path | None = None
     artifacts_dir: Path | None = None
-    skip_quality: bool = False
+    accept_row_count_change: bool = False
 
     @property
     def artifacts(self) -> Path:
         return self.artifacts_dir or self.project_dir / ".cohortcast" / "artifacts"
+
+    @property
+    def data_docs(self) -> Path:
+        return self.project_dir / "target" / "data_docs"
 
 
 @dataclass
@@ -77,12 +81,14 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
                 )
         with step(report, "check raw data"), connect(settings) as conn:
             demo.check_raw_table(conn)
+        _quality_gate(report, settings, options, "raw")
         with step(report, "dbt build: staging, cohorts, features") as detail:
             outcome = dbt_runner.build_upstream(settings, project_dir)
             detail["note"] = outcome.describe()
             report.facts["dbt_invocation_id"] = outcome.invocation_id
         with step(report, "create the tables Python writes"):
             dbt_runner.create_python_tables(settings, project_dir)
+        _quality_gate(report, settings, options, "features")
         with step(report, "train and backtest") as detail, connect(settings) as conn:
             trained = ml.train(
                 conn,
@@ -95,7 +101,13 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
             )
             report.facts["train"] = trained
         with step(report, "score and publish predictions") as detail, connect(settings) as conn:
-            scored = ml.score(conn, run_id=trained.run_id)
+            scored = ml.score(
+                conn,
+                run_id=trained.run_id,
+                before_publish=lambda staged: _quality_gate(
+                    report, settings, options, "predictions", staged
+                ),
+            )
             detail["note"] = f"{scored.scored_row_count:,} customers at {scored.scored_as_of_date}"
             report.facts["score"] = scored
             for feature in scored.drifted_features:
@@ -108,6 +120,34 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
         with connect(settings) as conn:
             report.facts.update(_warehouse_facts(conn))
     return report
+
+
+def _quality_gate(
+    report: RunReport,
+    settings: ConnectionSettings,
+    options: RunOptions,
+    suite_step: str,
+    predictions_relation: str | None = None,
+) -> None:
+    """Run one step's Great Expectations suites; a blocking failure stops the run."""
+    from cohortcast import quality
+
+    tables = {"churn_predictions": predictions_relation} if predictions_relation else None
+    with step(report, f"quality gate: {suite_step}") as detail:
+        gate = quality.run_gate(
+            settings,
+            suite_step,
+            tables=tables,
+            docs_dir=options.data_docs,
+            accept_row_count_change=options.accept_row_count_change,
+        )
+        warnings = len(gate.warnings)
+        detail["note"] = "passed" + (f" with {warnings} warning(s)" if warnings else "")
+        report.facts["data_docs"] = gate.data_docs_path
+        for outcome in gate.warnings:
+            report.facts.setdefault("warnings", []).append(
+                f"{outcome.table_name}: {outcome.expectation} (observed {outcome.observed_value})"
+            )
 
 
 def _warehouse_facts(conn: Any) -> dict[str, Any]:

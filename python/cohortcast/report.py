@@ -70,6 +70,8 @@ def print_summary(console: Console, report: RunReport) -> None:
         )
     for warning in facts.get("warnings", []):
         console.print(f"  [yellow]warning:[/yellow] {warning}")
+    if facts.get("data_docs"):
+        console.print(f"  data quality report: {facts['data_docs']}")
     settings = report.settings
     console.print(f"  tables in {settings.describe()}:")
     for label, relation in TABLES:

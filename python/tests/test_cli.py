@@ -22,7 +22,8 @@ def test_missing_data_file(
     )
     err = capsys.readouterr().err
     assert code == 1
-    assert "cohortcast: error:" in err and "is missing" in err
+    assert "cohortcast: error:" in err
+    assert "is missing" in err
     assert "Traceback" not in err
 
 

@@ -103,7 +103,7 @@ def test_malformed_line_keeps_the_previous_load(
     )
     with connect(fresh_database) as conn:
         demo.load_online_retail(conn, good)
-        with pytest.raises(DataError, match="malformed line.*line 3"):
+        with pytest.raises(DataError, match=r"malformed line.*line 3"):
             demo.load_online_retail(conn, bad)
         rows = conn.execute("select invoice_no from raw.online_retail_lines").fetchall()
     assert rows == [("536365",)]
@@ -113,5 +113,5 @@ def test_raw_table_with_missing_columns(fresh_database: ConnectionSettings) -> N
     with connect(fresh_database) as conn:
         conn.execute("create schema raw")
         conn.execute("create table raw.online_retail_lines (invoice_no text, quantity int)")
-        with pytest.raises(DataError, match="missing column.*stock_code"):
+        with pytest.raises(DataError, match=r"missing column.*stock_code"):
             demo.check_raw_table(conn)

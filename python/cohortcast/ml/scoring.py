@@ -162,6 +162,35 @@ def prediction_rows(
     return rows
 
 
+STAGING_TABLE = "customer_churn_predictions_staging"
+
+
+def stage_predictions(
+    conn: psycopg.Connection, predictions: pd.DataFrame, run_id: str, scored_at: datetime
+) -> str:
+    """Write new predictions, committed, to a staging table beside the published one.
+
+    The quality gate reads through its own connections, so it needs committed rows; the
+    staging table copies the published table's columns but not its constraints, so that
+    the gate, not a constraint, reports bad rows. Returns the relation name.
+    """
+    staging = sql.Identifier("ml", STAGING_TABLE)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("create table if not exists {} (like {} including defaults)").format(
+                staging, sql.Identifier("ml", PREDICTIONS_TABLE)
+            )
+        )
+        replace_table_atomically(
+            conn,
+            "ml",
+            STAGING_TABLE,
+            PREDICTION_COLUMNS,
+            prediction_rows(predictions, run_id, scored_at),
+        )
+    return f"ml.{STAGING_TABLE}"
+
+
 def publish_predictions(
     conn: psycopg.Connection, predictions: pd.DataFrame, run_id: str, scored_at: datetime
 ) -> int:

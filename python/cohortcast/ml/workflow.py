@@ -54,7 +54,13 @@ from cohortcast.ml.registry import (
     record_run,
     save_artifact,
 )
-from cohortcast.ml.scoring import RiskBands, driver_reference, publish_predictions, score_rows
+from cohortcast.ml.scoring import (
+    RiskBands,
+    driver_reference,
+    publish_predictions,
+    score_rows,
+    stage_predictions,
+)
 from cohortcast.ml.training import (
     TrainingConfig,
     fit_model,
@@ -303,12 +309,13 @@ def score(
     *,
     run_id: str | None = None,
     config: ScoringConfig | None = None,
-    before_publish: Callable[[pd.DataFrame], None] | None = None,
+    before_publish: Callable[[str], None] | None = None,
 ) -> ScoreResult:
     """Score the latest snapshot with a recorded run (default: the latest) and publish.
 
-    `before_publish` sees the new predictions before anything published changes (the
-    quality gate); when it raises, nothing is published.
+    With `before_publish`, the new predictions are first committed to a staging table and
+    the callable is given its name (the quality gate checks it there); when it raises,
+    nothing published changes.
     """
     config = config or ScoringConfig()
     with threadpool_limits(limits=config.threads):
@@ -319,7 +326,7 @@ def _score(
     conn: psycopg.Connection,
     run_id: str | None,
     config: ScoringConfig,
-    before_publish: Callable[[pd.DataFrame], None] | None,
+    before_publish: Callable[[str], None] | None,
 ) -> ScoreResult:
     started = time.monotonic()
     was_idle = _is_idle(conn)
@@ -341,9 +348,9 @@ def _score(
     )
     reference = frame.loc[in_window & frame[LABEL].notna()]
     drift = drift_module.feature_drift(reference, current, bundle.spec, config.psi_threshold)
-    if before_publish is not None:
-        before_publish(predictions)
     scored_at = datetime.now(UTC)
+    if before_publish is not None:
+        before_publish(stage_predictions(conn, predictions, run.run_id, scored_at))
     with conn.transaction():
         count = publish_predictions(conn, predictions, run.run_id, scored_at)
         drift_module.write_drift(conn, run.run_id, drift, run.training_window_end, latest.date())
@@ -380,7 +387,7 @@ def train_and_publish(
     dbt_invocation_id: str | None = None,
     training: TrainingConfig | None = None,
     scoring: ScoringConfig | None = None,
-    before_publish: Callable[[pd.DataFrame], None] | None = None,
+    before_publish: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """`train` then `score` with the run just trained."""
     trained = train(
