@@ -15,6 +15,7 @@
 -- depends_on: {{ ref('customers') }}
 -- depends_on: {{ ref('int_invoices_aggregated') }}
 -- depends_on: {{ ref('int_customer_country_spells') }}
+-- depends_on: {{ ref('int_invoice_lines_summarized') }}
 -- depends_on: {{ ref('stg_online_retail__invoice_lines') }}
 
 with

@@ -26,10 +26,10 @@ orders as (
 
 ),
 
-data_bounds as (
+invoice_lines_summarized as (
 
-    select max(invoiced_at) as last_event_at
-    from invoices
+    select last_invoiced_at
+    from {{ ref('int_invoice_lines_summarized') }}
 
 ),
 
@@ -117,8 +117,10 @@ stages_at_change_points as (
     from last_orders_at_change_points
     inner join first_orders
         on last_orders_at_change_points.customer_id = first_orders.customer_id
-    cross join data_bounds
-    where last_orders_at_change_points.changed_at <= data_bounds.last_event_at
+    cross join invoice_lines_summarized
+    where
+        last_orders_at_change_points.changed_at
+        <= invoice_lines_summarized.last_invoiced_at
 
 ),
 

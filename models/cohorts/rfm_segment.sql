@@ -19,17 +19,10 @@ customers as (
 
 ),
 
-invoices as (
+invoice_lines_summarized as (
 
-    select invoiced_at
-    from {{ ref('int_invoices_aggregated') }}
-
-),
-
-data_bounds as (
-
-    select max(invoiced_at) as last_event_at
-    from invoices
+    select last_invoiced_at
+    from {{ ref('int_invoice_lines_summarized') }}
 
 ),
 
@@ -37,13 +30,13 @@ measures as (
 
     select
         customers.customer_id,
-        data_bounds.last_event_at,
-        {{ utc_date('data_bounds.last_event_at') }}
+        invoice_lines_summarized.last_invoiced_at as last_event_at,
+        {{ utc_date('invoice_lines_summarized.last_invoiced_at') }}
         - {{ utc_date('customers.last_ordered_at') }} as recency_days,
         customers.order_count,
         customers.net_revenue_amount
     from customers
-    cross join data_bounds
+    cross join invoice_lines_summarized
 
 ),
 

@@ -32,10 +32,12 @@ invoices as (
 
 ),
 
-invoice_lines as (
+invoice_lines_summarized as (
 
-    select invoiced_at
-    from {{ ref('stg_online_retail__invoice_lines') }}
+    select
+        first_invoiced_at,
+        last_invoiced_at
+    from {{ ref('int_invoice_lines_summarized') }}
 
 ),
 
@@ -54,12 +56,12 @@ cohort_membership as (
 data_bounds as (
 
     select
-        {{ utc_date("date_trunc('month', min(invoiced_at), 'UTC')") }}
+        {{ utc_date("date_trunc('month', first_invoiced_at, 'UTC')") }}
             as first_event_month,
-        {{ utc_date("date_trunc('month', max(invoiced_at), 'UTC')") }}
+        {{ utc_date("date_trunc('month', last_invoiced_at, 'UTC')") }}
             as last_event_month,
-        {{ utc_date('max(invoiced_at)') }} as last_event_date
-    from invoice_lines
+        {{ utc_date('last_invoiced_at') }} as last_event_date
+    from invoice_lines_summarized
 
 ),
 

@@ -9,11 +9,25 @@ invoice_lines as (
 
     select
         invoice_line_id,
+        invoice_id,
         customer_id,
         country,
         invoiced_at
     from {{ ref('stg_online_retail__invoice_lines') }}
-    where has_customer
+
+),
+
+invoice_countries as (
+
+    {# One row per invoice and country: far fewer rows to order than lines. #}
+    select
+        customer_id,
+        country,
+        min(invoiced_at) as invoiced_at,
+        min(invoice_line_id) as invoice_line_id
+    from invoice_lines
+    where customer_id is not null
+    group by customer_id, invoice_id, country
 
 ),
 
@@ -31,7 +45,7 @@ country_changes as (
             ) <> country,
             true
         ) as is_new_spell
-    from invoice_lines
+    from invoice_countries
 
 ),
 

@@ -29,10 +29,10 @@ invoices as (
 
 ),
 
-invoice_lines as (
+invoice_lines_summarized as (
 
-    select invoiced_at
-    from {{ ref('stg_online_retail__invoice_lines') }}
+    select last_invoiced_at
+    from {{ ref('int_invoice_lines_summarized') }}
 
 ),
 
@@ -47,8 +47,8 @@ period_grains as (
 
 data_bounds as (
 
-    select {{ utc_date('max(invoiced_at)') }} as last_event_date
-    from invoice_lines
+    select {{ utc_date('last_invoiced_at') }} as last_event_date
+    from invoice_lines_summarized
 
 ),
 
