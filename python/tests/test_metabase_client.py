@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from metabase_double import MetabaseDouble, running_double
+from urllib3 import HTTPResponse
 
 from cohortcast.errors import ConfigError, MetabaseError
 from cohortcast.metabase.client import (
@@ -106,6 +107,31 @@ def test_expired_session_logs_in_again_once(double: MetabaseDouble) -> None:
         ("/api/session/", 200),
         ("/api/user/current", 200),
     ]
+
+
+def test_second_401_after_login_again_is_an_error(double: MetabaseDouble) -> None:
+    double.fail_next(401, count=2, path="/api/user/current")
+    with password_client(double) as client, pytest.raises(MetabaseAPIError) as caught:
+        client.get("/api/user/current")
+    assert caught.value.status == 401
+    assert [r.path for r in double.requests] == [
+        "/api/session/",
+        "/api/user/current",
+        "/api/session/",
+        "/api/user/current",
+    ]
+
+
+def test_retry_after_is_honoured_but_capped() -> None:
+    from cohortcast.metabase.client import MAX_RETRY_AFTER_SECONDS, retry_policy
+
+    settings = MetabaseSettings(url="http://mb", api_key=API_KEY)
+    policy = retry_policy(settings, frozenset({"GET"}))
+
+    assert policy.get_retry_after(HTTPResponse(headers={"Retry-After": "3600"})) == (
+        MAX_RETRY_AFTER_SECONDS
+    )
+    assert policy.get_retry_after(HTTPResponse(headers={"Retry-After": "2"})) == 2
 
 
 def test_wrong_password_is_an_error_without_the_password(double: MetabaseDouble) -> None:

@@ -456,3 +456,33 @@ def test_shipped_questions_run_on_the_built_warehouse(
     # Only the latest validation of the table (v2), its failure first.
     assert [(row[2], row[5]) for row in quality] == [("in_range", False), ("not_null", True)]
     assert [row[1] for row in runs] == ["old", "new", "later_candidate"]
+
+
+def test_settings_the_server_adds_do_not_cause_updates(
+    double: MetabaseDouble, client: MetabaseClient, workdir: Path
+) -> None:
+    run_sync(client, workdir)
+    [card] = double.cards_named("Churn risk by cohort")
+    card["visualization_settings"] = {**card["visualization_settings"], "graph.show_goal": False}
+    writes_before = len(double.writes())
+
+    assert run_sync(client, workdir).changes == []
+    assert len(double.writes()) == writes_before
+
+
+def test_hand_added_text_card_is_removed_and_sync_converges(
+    double: MetabaseDouble, client: MetabaseClient, workdir: Path
+) -> None:
+    run_sync(client, workdir)
+    [dashboard] = double.state.dashboards.values()
+    text = {"id": 999, "card_id": None, "row": 40, "col": 0, "size_x": 24, "size_y": 2}
+    dashboard["_cards"].append(text)
+
+    changed = run_sync(client, workdir)
+
+    assert [change.describe() for change in changed.changes] == [
+        f"update dashboard cards {DASHBOARD!r}"
+    ]
+    assert all(item["card_id"] is not None for item in dashboard["_cards"])
+    assert len(dashboard["_cards"]) == 5
+    assert run_sync(client, workdir).changes == []

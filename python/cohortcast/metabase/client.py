@@ -40,6 +40,7 @@ _RETRY_SAFE_POST = re.compile(
 )
 _VERSION_TAG = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 CONNECT_TIMEOUT_SECONDS = 10.0
+MAX_RETRY_AFTER_SECONDS = 60.0
 SESSION_HEADER = "X-Metabase-Session"
 API_KEY_HEADER = "x-api-key"
 _MAX_MESSAGE_CHARS = 500
@@ -156,8 +157,17 @@ class _MethodAwareAdapter(HTTPAdapter):
         super().close()
 
 
+class _CappedRetry(Retry):
+    """Honours `Retry-After`, but never sleeps longer than MAX_RETRY_AFTER_SECONDS."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
 def retry_policy(settings: MetabaseSettings, methods: frozenset[str]) -> Retry:
-    return Retry(
+    """Backoff on 429/502/503/504 and dropped connections, for `methods` only."""
+    return _CappedRetry(
         total=settings.retries,
         connect=settings.retries,
         read=settings.retries,

@@ -404,7 +404,12 @@ def card_differences(
         changes["description"] = question.description
     if existing.get("display") != question.display:
         changes["display"] = question.display
-    if (existing.get("visualization_settings") or {}) != question.visualization_settings:
+    # Only the declared keys are compared: a server may add its own defaults on save, and
+    # those must not make every sync an update.
+    current_settings = existing.get("visualization_settings") or {}
+    if any(
+        current_settings.get(key) != value for key, value in question.visualization_settings.items()
+    ):
         changes["visualization_settings"] = question.visualization_settings
     if existing.get("collection_id") != collection_id:
         changes["collection_id"] = collection_id
@@ -441,8 +446,9 @@ def _layout(
 
 
 def _placement(dashcard: Mapping[str, Any]) -> tuple[int, int, int, int, int]:
+    # Text and heading dashcards have no card; they count as placements of card 0.
     return (
-        int(dashcard["card_id"]),
+        int(dashcard.get("card_id") or 0),
         int(dashcard["row"]),
         int(dashcard["col"]),
         int(dashcard["size_x"]),
@@ -551,7 +557,11 @@ def _sync_dashboard(
     have = sorted(_placement(dashcard) for dashcard in dashcards)
     if have != sorted(_placement(item) for item in desired):
         # Keep the ids of dashcards that stay, so their per-card settings survive.
-        reusable = {int(dashcard["card_id"]): int(dashcard["id"]) for dashcard in dashcards}
+        reusable = {
+            int(dashcard["card_id"]): int(dashcard["id"])
+            for dashcard in dashcards
+            if dashcard.get("card_id")
+        }
         new_id = -1
         body_cards = []
         for item in desired:
