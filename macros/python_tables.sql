@@ -109,8 +109,7 @@
             checked_at timestamptz
         )",
         create_metabase_reader_role(),
-        "grant usage on schema " ~ target.schema ~ " to "
-            ~ adapter.quote(var('metabase_reader_role')),
+        grant_to_reader("usage on schema " ~ target.schema),
     ] %}
     {% for statement in statements %}
         {% do run_query(statement) %}
@@ -141,6 +140,8 @@
 {#
     Creates the read-only role Metabase connects as, when missing. It cannot
     log in until someone gives it a password (or grants it to a login role).
+    A user without the right to create roles gets a warning, and the grants
+    to the role are skipped (see grant_select_to_reader).
 #}
 {% macro create_metabase_reader_role() %}
     do $$
@@ -151,6 +152,10 @@
         ) then
             create role {{ adapter.quote(var("metabase_reader_role")) }} nologin;
         end if;
+    exception
+        when duplicate_object or unique_violation then null;
+        when insufficient_privilege then
+            raise warning 'cannot create role {{ var("metabase_reader_role") }}: %', sqlerrm;
     end
     $$
 {% endmacro %}
