@@ -56,8 +56,7 @@ def step(report: RunReport, name: str) -> Iterator[dict[str, str]]:
     try:
         yield detail
     except CohortcastError as exc:
-        if exc.step is None:
-            exc.step = name
+        exc.step = name
         raise
     seconds = time.monotonic() - started
     note = detail.get("note", "")
