@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -125,6 +126,23 @@ def test_export_parameters_are_encoded_for_the_server_version(
     assert fetch(fresh_database, "select min(customer_id) from raw.metabase_cohort_loyal") == [
         ("10000",)
     ]
+
+
+def test_card_parameters_are_passed_in_the_right_place(
+    double: MetabaseDouble, client: MetabaseClient, fresh_database: ConnectionSettings
+) -> None:
+    card_id = double.add_saved_question("Loyal customers", COLUMNS, member_rows()[:2])
+    parameters = [
+        {"type": "category", "target": ["variable", ["template-tag", "plan"]], "value": "gold"}
+    ]
+
+    import_cohort(client, fresh_database, card_id, "loyal", parameters=parameters)
+
+    [export] = [request for request in double.requests if "/query/" in request.path]
+    if double.version == "v0.57.3":
+        assert export.body["parameters"] == parameters
+    else:
+        assert json.loads(export.query["parameters"]) == parameters
 
 
 def test_a_new_import_replaces_the_previous_one(
@@ -259,3 +277,9 @@ def test_import_cohort_command(double: MetabaseDouble, fresh_database: Connectio
     assert result.summary().startswith(
         f"imported card {card_id} into raw.metabase_cohort_loyal: 10 members from 10 rows"
     )
+
+
+def test_import_command_refuses_bad_parameters(fresh_database: ConnectionSettings) -> None:
+    settings = MetabaseSettings(url="http://127.0.0.1:9", api_key=API_KEY)
+    with pytest.raises(ConfigError, match="JSON list of objects"):
+        import_cohort_command(1, "x", fresh_database, parameters_json='{"a": 1}', metabase=settings)

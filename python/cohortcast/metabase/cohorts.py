@@ -115,15 +115,20 @@ def import_cohort(
     *,
     export_format: str = "csv",
     customer_column: str | None = None,
+    parameters: list[dict[str, Any]] | None = None,
     now: datetime | None = None,
 ) -> CohortImport:
-    """Export card `card_id` and load its members into `raw.metabase_cohort_<name>`."""
+    """Export card `card_id` and load its members into `raw.metabase_cohort_<name>`.
+
+    `parameters` are the card's filter values, in Metabase's parameter format (a list of
+    `{"type": ..., "target": ..., "value": ...}`), passed through to the export.
+    """
     table = table_name(name)
     if export_format not in EXPORT_FORMATS:
         raise ConfigError(f"export format must be one of {', '.join(EXPORT_FORMATS)}")
     started = time.monotonic()
     imported_at = now or datetime.now(UTC)
-    header, records = _export(client, card_id, export_format)
+    header, records = _export(client, card_id, export_format, parameters)
     column = find_customer_column(header, customer_column)
     logger.info("card %s: customer ids from column %r of %s", card_id, column, header)
     counts = _Counts()
@@ -152,9 +157,12 @@ class _Counts:
 
 
 def _export(
-    client: MetabaseClient, card_id: int, export_format: str
+    client: MetabaseClient,
+    card_id: int,
+    export_format: str,
+    parameters: list[dict[str, Any]] | None,
 ) -> tuple[list[str], Iterator[dict[str, Any]]]:
-    response = client.export_card(card_id, export_format)
+    response = client.export_card(card_id, export_format, parameters)
     if export_format == "json":
         try:
             payload = response.json()

@@ -1,6 +1,7 @@
 """What the CLI calls for `cohortcast metabase ...`; each returns an object with `summary()`.
 
     cohortcast metabase import-cohort --card ID --name NAME [--format csv|json] [--column C]
+                                      [--parameters JSON]
     cohortcast metabase sync [--plan] [--database NAME] [--metadata]
 
 Metabase settings come from METABASE_URL and METABASE_API_KEY (or METABASE_USERNAME and
@@ -9,11 +10,13 @@ METABASE_PASSWORD); the database's name in Metabase from --database or METABASE_
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cohortcast.errors import ConfigError
 from cohortcast.metabase.client import MetabaseClient, MetabaseSettings
@@ -46,9 +49,14 @@ def import_cohort_command(
     *,
     export_format: str = "csv",
     customer_column: str | None = None,
+    parameters_json: str | None = None,
     metabase: MetabaseSettings | None = None,
 ) -> CohortImport:
-    """`cohortcast metabase import-cohort --card ID --name NAME`."""
+    """`cohortcast metabase import-cohort --card ID --name NAME`.
+
+    `parameters_json` is the card's filter values as a JSON list (`--parameters`).
+    """
+    parameters = _parameters(parameters_json)
     settings = metabase or MetabaseSettings.from_environment()
     with MetabaseClient(settings) as client:
         return import_cohort(
@@ -58,7 +66,23 @@ def import_cohort_command(
             name,
             export_format=export_format,
             customer_column=customer_column,
+            parameters=parameters,
         )
+
+
+def _parameters(text: str | None) -> list[dict[str, Any]] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--parameters is not valid JSON: {exc}") from exc
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ConfigError(
+            '--parameters must be a JSON list of objects, e.g. [{"type": "category", '
+            '"target": ["variable", ["template-tag", "plan"]], "value": "gold"}]'
+        )
+    return value
 
 
 def sync_command(
