@@ -1,4 +1,6 @@
 # Two commands do all the set-up: `make demo` and `make test` (see README.md).
+# SQLFluff runs inside pytest (python/tests/test_sql_style.py): its dbt templater needs a
+# Postgres connection, and the tests have one.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,7 +23,6 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check python
 	$(BIN)/ruff check python
 	$(BIN)/mypy
-	$(BIN)/python -m cohortcast.lint_sql
 
 unit: $(STAMP)
 	$(BIN)/pytest
