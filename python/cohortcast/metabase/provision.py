@@ -364,7 +364,12 @@ def find_collection(client: MetabaseClient, name: str) -> int | None:
 
 def collection_items(client: MetabaseClient, collection_id: int) -> dict[tuple[str, str], int]:
     """(model, name) -> id of the cards and dashboards in a collection; lowest id wins."""
-    items = client.get(f"/api/collection/{collection_id}/items", {"models": ["card", "dashboard"]})
+    # Since 0.53 a card can live inside a dashboard ("dashboard question") and is listed
+    # only with show_dashboard_questions; older servers ignore the flag.
+    items = client.get(
+        f"/api/collection/{collection_id}/items",
+        {"models": ["card", "dashboard"], "show_dashboard_questions": True},
+    )
     found: dict[tuple[str, str], int] = {}
     for item in sorted(items, key=lambda entry: int(entry["id"])):
         key = (str(item["model"]), str(item["name"]))
