@@ -91,6 +91,13 @@
 #}
 {% macro check_cohort_contract(relation) %}
     {% if execute %}
+        {# Models whose members may hold several keys at once (meta flag). #}
+        {% set overlapping_models = ["''"] %}
+        {% for node in cohort_nodes() %}
+            {% if node.config.meta.get('cohort_keys_may_overlap') %}
+                {% do overlapping_models.append("'" ~ node.name ~ "'") %}
+            {% endif %}
+        {% endfor %}
         {% set violations_sql %}
             with
 
@@ -114,7 +121,13 @@
                     customer_id,
                     entered_at,
                     lag(coalesce(exited_at, 'infinity'::timestamptz)) over (
-                        partition by cohort_model_name, customer_id
+                        partition by
+                            cohort_model_name,
+                            customer_id,
+                            case
+                                when cohort_model_name in ({{ overlapping_models | join(', ') }})
+                                    then cohort_key
+                            end
                         order by entered_at
                     ) as previous_exited_at
                 from membership
@@ -159,6 +172,7 @@
                 select
                     cohort_model_name,
                     'a customer is in the cohort at most once at a time'
+                    || ' (in one key at a time unless meta cohort_keys_may_overlap)'
                         as rule_name,
                     customer_id
                 from ordered_spells
