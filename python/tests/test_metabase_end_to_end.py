@@ -1,7 +1,7 @@
 """Issue #6, done when: an imported 10,000-row cohort appears in cohort_retention.
 
-Needs the generic dbt cohort model over raw.metabase_cohort_* (see docs/metabase.md); the
-test skips, saying so, until a model in models/cohorts/ reads those tables.
+Needs the generic dbt cohort model over raw.metabase_cohort_* (models/cohorts/
+metabase_imports.sql); the test skips, saying so, if no model in models/cohorts/ reads them.
 """
 
 from __future__ import annotations
