@@ -82,6 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_demo=args.demo,
         data_file=Path(args.data_file) if args.data_file else None,
         accept_row_count_change=args.accept_row_count_change,
+        metabase_sync=args.metabase_sync,
     )
     result = pipeline.run(settings, options)
     report.print_summary(console, result)
@@ -157,6 +158,35 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metabase_import(args: argparse.Namespace) -> int:
+    from cohortcast.metabase.commands import import_cohort_command
+
+    imported = import_cohort_command(
+        args.card,
+        args.name,
+        _settings(args),
+        export_format=args.format,
+        customer_column=args.column,
+        parameters_json=args.parameters,
+    )
+    console.print(imported.summary())
+    return 0
+
+
+def cmd_metabase_sync(args: argparse.Namespace) -> int:
+    from cohortcast.metabase.commands import sync_command
+
+    result = sync_command(
+        _project_dir(args),
+        plan=args.plan,
+        database_name=args.database,
+        with_metadata=args.metadata,
+        warehouse=_settings(args),
+    )
+    console.print(result.summary())
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     root = embedded.state_root(Path.cwd())
     if args.db_command == "stop":
@@ -191,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept a row count outside the band of the last accepted run (a backfill)",
     )
+    run.add_argument(
+        "--metabase-sync",
+        action="store_true",
+        help="end with `cohortcast metabase sync` (needs METABASE_URL and credentials)",
+    )
     run.set_defaults(handler=cmd_run)
 
     check = commands.add_parser("check", help="run the data-quality gate alone")
@@ -223,6 +258,32 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="score the latest snapshot and publish")
     score.add_argument("--run-id", help="model run to score with (default: the latest)")
     score.set_defaults(handler=cmd_score)
+
+    metabase = commands.add_parser(
+        "metabase",
+        help="Metabase: import a saved question as a cohort, or sync the shipped questions",
+        description="Settings: METABASE_URL, and METABASE_API_KEY or "
+        "METABASE_USERNAME/METABASE_PASSWORD.",
+    )
+    metabase_commands = metabase.add_subparsers(dest="metabase_command", required=True)
+    importer = metabase_commands.add_parser(
+        "import-cohort", help="export a saved question's rows into raw.metabase_cohort_<name>"
+    )
+    importer.add_argument("--card", type=int, required=True, help="the saved question's id")
+    importer.add_argument("--name", required=True, help="cohort name (letters, digits, _)")
+    importer.add_argument("--format", choices=["csv", "json"], default="csv")
+    importer.add_argument("--column", help="the customer id column (default: found by name)")
+    importer.add_argument("--parameters", help="the card's filter values, as a JSON list")
+    importer.set_defaults(handler=cmd_metabase_import)
+    syncer = metabase_commands.add_parser(
+        "sync", help="create or update the questions and dashboard declared as dbt exposures"
+    )
+    syncer.add_argument("--plan", action="store_true", help="list the changes, change nothing")
+    syncer.add_argument("--database", help="the warehouse's name in Metabase (METABASE_DATABASE)")
+    syncer.add_argument(
+        "--metadata", action="store_true", help="also push descriptions with dbt-metabase"
+    )
+    syncer.set_defaults(handler=cmd_metabase_sync)
 
     db = commands.add_parser("db", help="the embedded Postgres: status (starts it) or stop")
     db.add_argument("db_command", choices=["status", "stop"])

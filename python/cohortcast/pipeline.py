@@ -28,6 +28,7 @@ class RunOptions:
     data_file: Path | None = None
     artifacts_dir: Path | None = None
     accept_row_count_change: bool = False
+    metabase_sync: bool = False
 
     @property
     def artifacts(self) -> Path:
@@ -116,6 +117,13 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
         with step(report, "dbt build: marts on predictions") as detail:
             outcome = dbt_runner.build_downstream(settings, project_dir)
             detail["note"] = outcome.describe()
+        if options.metabase_sync:
+            with step(report, "metabase sync") as detail:
+                from cohortcast.metabase.commands import sync_command
+
+                # dbt build just wrote target/manifest.json; no parse needed.
+                synced = sync_command(project_dir)
+                detail["note"] = synced.summary().splitlines()[0]
         with connect(settings) as conn:
             report.facts.update(_warehouse_facts(conn))
     return report
