@@ -63,6 +63,7 @@ recomputed as (
 
 final as (
 
+    {# Rates are double precision: compare within a rounding tolerance. #}
     select *
     from recomputed
     where
