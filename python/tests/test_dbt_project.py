@@ -237,6 +237,24 @@ def test_hand_made_month_retention(hand_made_warehouse: ConnectionSettings) -> N
     ]
 
 
+def test_hand_made_week_retention(hand_made_warehouse: ConnectionSettings) -> None:
+    rows = fetch(
+        hand_made_warehouse,
+        "select period_number, retained_customer_count, is_partial_period"
+        " from analytics.cohort_retention"
+        " where cohort_name = 'acquisition_month' and cohort_key = '2011-01'"
+        " and period_grain = 'week' order by period_number",
+    )
+    # Weeks start on Monday. 90002 enters in the week of Monday 3 January and returns on
+    # Wednesday 2 March, in the week of 28 February: 8 weeks later. 90001 enters in the week
+    # of Monday 31 January. The last event (Friday 10 June) is in the week of 6 June, 22
+    # weeks after 3 January. A week k is partial once 31 January + (k + 1) weeks passes
+    # 10 June: from k = 18 (13 June).
+    assert [row[0] for row in rows] == list(range(23))
+    assert {row[0]: row[1] for row in rows if row[1]} == {0: 2, 8: 1}
+    assert [row[0] for row in rows if row[2]] == list(range(18, 23))
+
+
 def test_hand_made_snapshot_labels(hand_made_warehouse: ConnectionSettings) -> None:
     rows = fetch(
         hand_made_warehouse,
