@@ -73,6 +73,39 @@ def fresh_database(pg_settings: ConnectionSettings) -> Iterator[ConnectionSettin
 
 
 @pytest.fixture(scope="session")
+def python_tables_template(
+    pg_settings: ConnectionSettings, repo_root: Path
+) -> Iterator[ConnectionSettings]:
+    """A database holding only what `create_python_tables` makes: the contract's tables."""
+    from cohortcast import dbt_runner
+
+    settings = create_database(pg_settings, "cc_template")
+    try:
+        dbt_runner.create_python_tables(settings, repo_root)
+        yield settings
+    finally:
+        drop_database(pg_settings, settings.dbname)
+
+
+@pytest.fixture
+def python_tables_database(
+    pg_settings: ConnectionSettings, python_tables_template: ConnectionSettings
+) -> Iterator[ConnectionSettings]:
+    """A fresh database with the ml, quality and raw tables made by the dbt macro itself."""
+    name = f"cc_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(**pg_settings.connect_kwargs(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(python_tables_template.dbname)
+            )
+        )
+    try:
+        yield pg_settings.with_database(name)
+    finally:
+        drop_database(pg_settings, name)
+
+
+@pytest.fixture(scope="session")
 def demo_warehouse(
     pg_settings: ConnectionSettings, repo_root: Path
 ) -> Iterator[ConnectionSettings]:

@@ -1,4 +1,4 @@
-"""Training, scoring and publishing against a real Postgres (the fresh_database fixture)."""
+"""Training, scoring and publishing against a real Postgres, on the tables the dbt macro makes."""
 
 from __future__ import annotations
 
@@ -18,84 +18,6 @@ from cohortcast.errors import ModelError
 from cohortcast.ml import train, train_and_publish
 from cohortcast.ml.scoring import publish_predictions
 from cohortcast.warehouse import ConnectionSettings, connect
-
-# The ml tables as docs/contracts.md (and the dbt macro create_python_tables) define them.
-CONTRACT_DDL = """
-create schema if not exists ml;
-create table ml.customer_churn_predictions (
-    customer_id text not null primary key,
-    as_of_date date not null,
-    churn_probability double precision not null check (churn_probability between 0 and 1),
-    risk_band text not null check (risk_band in ('low', 'medium', 'high')),
-    model_run_id text not null,
-    scored_at timestamptz not null,
-    top_driver_1 text,
-    top_driver_2 text,
-    top_driver_3 text
-);
-create table ml.customer_churn_prediction_history (
-    customer_id text not null,
-    as_of_date date not null,
-    churn_probability double precision not null check (churn_probability between 0 and 1),
-    risk_band text not null check (risk_band in ('low', 'medium', 'high')),
-    model_run_id text not null,
-    scored_at timestamptz not null,
-    top_driver_1 text,
-    top_driver_2 text,
-    top_driver_3 text,
-    primary key (model_run_id, customer_id)
-);
-create table ml.model_runs (
-    run_id text not null primary key,
-    target text,
-    model_name text,
-    status text check (status in ('candidate', 'published', 'retired')),
-    trained_at timestamptz,
-    training_window_start date,
-    training_window_end date,
-    holdout_as_of_date date,
-    snapshot_count integer,
-    training_row_count integer,
-    feature_list jsonb,
-    feature_hash text,
-    parameters jsonb,
-    library_versions jsonb,
-    dbt_invocation_id text,
-    artifact_path text,
-    artifact_sha256 text,
-    roc_auc double precision,
-    pr_auc double precision,
-    brier_score double precision,
-    log_loss double precision,
-    base_rate double precision,
-    metrics jsonb
-);
-create table ml.model_evaluations (
-    run_id text not null,
-    cutoff_date date,
-    model text,
-    cohort_slice text,
-    metric text,
-    value double precision,
-    row_count integer
-);
-create table ml.model_calibration (
-    run_id text not null,
-    model text,
-    decile integer check (decile between 1 and 10),
-    row_count integer,
-    mean_predicted double precision,
-    observed_rate double precision
-);
-create table ml.feature_drift (
-    run_id text not null,
-    feature text,
-    psi double precision,
-    is_drifted boolean,
-    reference_as_of_date date,
-    scored_as_of_date date
-);
-"""
 
 SNAPSHOT_DDL = """
 create schema if not exists analytics;
@@ -161,10 +83,10 @@ def snapshot_rows(*, perfect_recency: bool, seed: int = 0) -> list[tuple[Any, ..
 
 
 @pytest.fixture
-def conn(fresh_database: ConnectionSettings) -> Iterator[psycopg.Connection]:
-    connection = connect(fresh_database)
+def conn(python_tables_database: ConnectionSettings) -> Iterator[psycopg.Connection]:
+    """The ml tables as the dbt macro makes them, and hand-made snapshot tables."""
+    connection = connect(python_tables_database)
     with connection.transaction():
-        connection.execute(CONTRACT_DDL)
         connection.execute(SNAPSHOT_DDL)
     try:
         yield connection
