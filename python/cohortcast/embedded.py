@@ -55,7 +55,14 @@ class EmbeddedServer:
         return self.root / "postgres.log"
 
     def psql_command(self) -> str:
-        return f"psql -h {HOST} -p {self.port} -U {SUPERUSER} {DATABASE}"
+        """How to reach the server with psql: the one on PATH, else the bundled one."""
+        psql = "psql"
+        if shutil.which("psql") is None:
+            try:
+                psql = str(find_binaries() / "psql")
+            except EmbeddedServerError:
+                pass
+        return f"{psql} -h {HOST} -p {self.port} -U {SUPERUSER} {DATABASE}"
 
 
 def state_root(workdir: Path | None = None) -> Path:
