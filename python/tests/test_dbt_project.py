@@ -7,10 +7,6 @@ with pandas from the CSV, and the hand-made rows were worked out on paper (see e
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -18,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import create_database, drop_database
+from dbt_helpers import copy_project, fetch, run_dbt
 
 from cohortcast.warehouse import ConnectionSettings
 
@@ -37,8 +34,6 @@ ACQUISITION_COHORT_SIZES = {
     "2011-11": 324,
     "2011-12": 41,
 }
-PROJECT_PATHS = ("dbt_project.yml", "profiles.example.yml", "models", "macros", "tests")
-DBT_TIMEOUT_SECONDS = 600
 
 # Hand-made raw lines, in UK local time as the source records them:
 # (invoice_no, stock_code, quantity, invoice_date, unit_price, customer_id, country)
@@ -71,55 +66,6 @@ where first_ordered_at is not null
 """
 
 
-def dbt_executable() -> str:
-    beside_python = Path(sys.executable).with_name("dbt")
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("dbt")
-    if found is None:
-        pytest.skip("the dbt executable is not installed")
-    return found
-
-
-def copy_project(repo_root: Path, destination: Path) -> Path:
-    """A copy of the dbt project, with a profiles dir holding profiles.example.yml."""
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_PATHS:
-        source = repo_root / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name)
-        else:
-            shutil.copyfile(source, destination / name)
-    profiles = destination / "profiles"
-    profiles.mkdir()
-    shutil.copyfile(repo_root / "profiles.example.yml", profiles / "profiles.yml")
-    return destination
-
-
-def run_dbt(
-    project_dir: Path, settings: ConnectionSettings, *arguments: str
-) -> subprocess.CompletedProcess[str]:
-    """Run the dbt CLI as a user would, against `settings`; never raises on failure."""
-    env = {**os.environ, **settings.environment(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    return subprocess.run(
-        [
-            dbt_executable(),
-            "--no-use-colors",
-            *arguments,
-            "--project-dir",
-            str(project_dir),
-            "--profiles-dir",
-            str(project_dir / "profiles"),
-        ],
-        cwd=project_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DBT_TIMEOUT_SECONDS,
-        check=False,
-    )
-
-
 def load_hand_made_lines(settings: ConnectionSettings) -> None:
     with psycopg.connect(**settings.connect_kwargs()) as conn:
         conn.cursor().executemany(
@@ -128,11 +74,6 @@ def load_hand_made_lines(settings: ConnectionSettings) -> None:
             " values (%s, %s, %s, %s, %s, %s, %s)",
             HAND_MADE_LINES,
         )
-
-
-def fetch(settings: ConnectionSettings, query: str) -> list[tuple[object, ...]]:
-    with psycopg.connect(**settings.connect_kwargs()) as conn:
-        return conn.execute(query).fetchall()
 
 
 @pytest.fixture(scope="module")
@@ -390,3 +331,31 @@ def test_metabase_reader_reads_marts_and_not_raw(demo_warehouse: ConnectionSetti
             conn.execute(f"select count(*) from {relation}").fetchone()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("select count(*) from raw.online_retail_lines")
+
+
+# The marts on what Python writes (models/ml/), which must exist, empty, before any run.
+ML_MARTS = (
+    "churn_risk_by_cohort",
+    "model_run_metrics",
+    "model_run_calibration",
+    "model_run_lift",
+    "model_run_cohort_metrics",
+    "model_run_feature_drift",
+)
+
+
+def test_plain_build_on_an_empty_database_passes_with_empty_ml_marts(
+    fresh_database: ConnectionSettings, repo_root: Path, tmp_path: Path
+) -> None:
+    project = copy_project(repo_root, tmp_path / "project")
+    built = run_dbt(project, fresh_database, "build")
+    assert built.returncode == 0, built.stdout[-6000:]
+    counts = {
+        name: fetch(fresh_database, f"select count(*) from analytics.{name}")[0][0]
+        for name in ML_MARTS
+    }
+    assert counts == dict.fromkeys(ML_MARTS, 0)
+    with psycopg.connect(**fresh_database.connect_kwargs(), autocommit=True) as conn:
+        conn.execute("set role metabase_reader")
+        for name in ML_MARTS:
+            conn.execute(f"select count(*) from analytics.{name}").fetchone()

@@ -38,8 +38,8 @@ SHIPPED = {
 TABLES = [
     ("analytics", "cohort_retention"),
     ("analytics", "churn_risk_by_cohort"),
-    ("ml", "model_runs"),
-    ("ml", "model_calibration"),
+    ("analytics", "model_run_metrics"),
+    ("analytics", "model_run_calibration"),
     ("quality", "validation_results"),
 ]
 
@@ -113,8 +113,7 @@ def test_refs_and_sources_compile_to_relation_names(manifest: dict[str, Any]) ->
     heatmap = questions["Retention heatmap per cohort"].sql
     assert "from analytics.cohort_retention" in heatmap
     calibration = questions["Calibration of the published model"].sql
-    assert "from ml.model_runs" in calibration
-    assert "from ml.model_calibration as calibration" in calibration
+    assert "from analytics.model_run_calibration" in calibration
     for question in questions.values():
         assert "{{" not in question.sql
         assert "{%" not in question.sql
@@ -412,28 +411,40 @@ def test_shipped_questions_run_on_the_built_warehouse(
 
     for name, value in fresh_database.environment().items():
         monkeypatch.setenv(name, value)
-    built = dbtRunner().invoke(
-        [
-            "--quiet",
-            "run",
-            "--project-dir",
-            str(project),
-            "--profiles-dir",
-            str(project),
-            "--select",
-            "+cohort_retention",
-            "+churn_risk_by_cohort",
-        ]
-    )
-    assert built.success, built.exception
+
+    def dbt_run(*selection: str) -> None:
+        built = dbtRunner().invoke(
+            [
+                "--quiet",
+                "run",
+                "--project-dir",
+                str(project),
+                "--profiles-dir",
+                str(project),
+                "--select",
+                *selection,
+            ]
+        )
+        assert built.success, built.exception
+
+    dbt_run("+cohort_retention", "+churn_risk_by_cohort")
     questions = {q.name: q.sql for q in read_declaration(manifest).questions}
     with psycopg.connect(**fresh_database.connect_kwargs()) as conn:
         conn.execute(
             """
-            insert into ml.model_runs (run_id, status, trained_at, roc_auc)
-            values ('old', 'published', '2026-01-01', 0.7),
-                ('new', 'published', '2026-02-01', 0.8),
-                ('later_candidate', 'candidate', '2026-03-01', 0.9);
+            insert into ml.model_runs
+                (run_id, model_name, status, trained_at, holdout_as_of_date, roc_auc)
+            values ('old', 'candidate', 'published', '2026-01-01', '2011-09-01', 0.7),
+                ('new', 'rfm_logistic', 'published', '2026-02-01', '2011-09-01', 0.8),
+                ('later_candidate', 'candidate', 'candidate', '2026-03-01', '2011-09-01', 0.9);
+            insert into ml.model_evaluations
+                (run_id, cutoff_date, model, cohort_slice, metric, value, row_count)
+            values ('old', '2011-09-01', 'candidate', 'all', 'roc_auc', 0.7, 100),
+                ('new', '2011-08-01', 'rfm_logistic', 'all', 'roc_auc', 0.6, 100),
+                ('new', '2011-09-01', 'rfm_logistic', 'all', 'roc_auc', 0.8, 100),
+                ('new', '2011-09-01', 'candidate', 'all', 'roc_auc', 0.75, 100),
+                ('new', '2011-09-01', 'rfm_logistic', 'rfm_segment=champions', 'roc_auc', 0.5, 60),
+                ('later_candidate', '2011-09-01', 'candidate', 'all', 'roc_auc', 0.9, 100);
             insert into ml.model_calibration (run_id, model, decile, mean_predicted, observed_rate)
             values ('old', 'candidate', 1, 0.1, 0.2),
                 ('new', 'candidate', 1, 0.15, 0.1),
@@ -446,6 +457,9 @@ def test_shipped_questions_run_on_the_built_warehouse(
                 ('v2', 'features', 'in_range', false, 'warning', '2026-01-02');
             """
         )
+    # The model marts read what Python wrote; in a run, step 9 rebuilds them.
+    dbt_run("source:ml+")
+    with psycopg.connect(**fresh_database.connect_kwargs()) as conn:
         for sql in questions.values():
             conn.execute(sql)  # every shipped question runs
         calibration = conn.execute(questions["Calibration of the published model"]).fetchall()
@@ -456,6 +470,8 @@ def test_shipped_questions_run_on_the_built_warehouse(
     # Only the latest validation of the table (v2), its failure first.
     assert [(row[2], row[5]) for row in quality] == [("in_range", False), ("not_null", True)]
     assert [row[1] for row in runs] == ["old", "new", "later_candidate"]
+    # Each run's chosen model at its holdout cutoff, not another model or cutoff.
+    assert [row[3] for row in runs] == [0.7, 0.8, 0.9]
 
 
 def test_settings_the_server_adds_do_not_cause_updates(
