@@ -15,8 +15,13 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from cohortcast import __version__, dbt_runner, demo, embedded
-from cohortcast.errors import CohortcastError
-from cohortcast.warehouse import ConnectionSettings, connect, resolve_settings
+from cohortcast.errors import CohortcastError, ConfigError
+from cohortcast.warehouse import (
+    ConnectionSettings,
+    connect,
+    explicit_settings_present,
+    resolve_settings,
+)
 
 logger = logging.getLogger("cohortcast")
 # Logs are read in CI output and piped to files too: do not wrap them at 80 columns there.
@@ -119,8 +124,7 @@ def cmd_load_demo(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    outcome = dbt_runner.invoke(settings, _project_dir(args), "build", args.dbt_args)
-    console.print(outcome.describe())
+    dbt_runner.invoke(settings, _project_dir(args), "build", args.dbt_args)
     return 0
 
 
@@ -188,12 +192,24 @@ def cmd_metabase_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    if args.dsn or explicit_settings_present():
+        raise ConfigError(
+            "`cohortcast db` manages the embedded server, which is used only when neither "
+            "--dsn nor any PG* variable is set; unset them (or drop --dsn) to use it"
+        )
     root = embedded.state_root(Path.cwd())
     if args.db_command == "stop":
         stopped = embedded.stop(root)
         console.print("embedded Postgres stopped" if stopped else "embedded Postgres not running")
         return 0
     server = embedded.ensure_running(root)
+    if args.db_command == "env":
+        # For `eval "$(cohortcast db env)"`: point psql, plain dbt and friends at it.
+        console.print(
+            f"export PGHOST={embedded.HOST} PGPORT={server.port} "
+            f"PGUSER={embedded.SUPERUSER} PGDATABASE={embedded.DATABASE}"
+        )
+        return 0
     console.print(f"embedded Postgres in {server.root} on port {server.port}")
     console.print(f"connect with: {server.psql_command()}")
     return 0
@@ -285,8 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     syncer.set_defaults(handler=cmd_metabase_sync)
 
-    db = commands.add_parser("db", help="the embedded Postgres: status (starts it) or stop")
-    db.add_argument("db_command", choices=["status", "stop"])
+    db = commands.add_parser(
+        "db",
+        help="the embedded Postgres: status (starts it), stop, or env (PG* exports for it)",
+    )
+    db.add_argument("db_command", choices=["status", "stop", "env"])
     db.set_defaults(handler=cmd_db)
     return parser
 

@@ -89,10 +89,14 @@ def file_sha256(path: Path) -> str:
 
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise DataError(
-            f"data file {path} is missing; restore it from the repository "
-            "(git checkout -- data/) or pass --data-file"
-        )
+        if (
+            path.name == DEFAULT_DATA_FILE.name
+            and path.parent.name == DEFAULT_DATA_FILE.parent.name
+        ):
+            advice = "restore it from the repository (git checkout -- data/)"
+        else:
+            advice = "check the --data-file path"
+        raise DataError(f"data file {path} is missing; {advice}")
     try:
         with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
             header_line = handle.readline()

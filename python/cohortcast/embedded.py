@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +58,8 @@ class EmbeddedServer:
         """How to reach the server with psql: the one on PATH, else the bundled one."""
         psql = "psql"
         if shutil.which("psql") is None:
-            try:
+            with suppress(EmbeddedServerError):
                 psql = str(find_binaries() / "psql")
-            except EmbeddedServerError:
-                pass
         return f"{psql} -h {HOST} -p {self.port} -U {SUPERUSER} {DATABASE}"
 
 

@@ -58,9 +58,9 @@ def print_summary(console: Console, report: RunReport) -> None:
         candidate = trained.backtest_means.get("candidate", {})
         console.print(
             f"  model run {trained.run_id}: candidate ROC AUC {_number(candidate.get('roc_auc'))}"
-            f" against a base rate of {_number(trained.base_rate)}; published "
-            f"{trained.published_model} ({trained.selection_reason})"
+            f" against a base rate of {_number(trained.base_rate)}"
         )
+        console.print(f"  published {trained.published_model}: {trained.selection_reason}")
     scored = facts.get("score")
     if scored is not None:
         bands = ", ".join(f"{band} {count:,}" for band, count in scored.risk_band_counts.items())
@@ -78,3 +78,8 @@ def print_summary(console: Console, report: RunReport) -> None:
         console.print(f"    {label:<18} {relation}")
     if settings.embedded_server is not None:
         console.print(f"  query them: {settings.embedded_server.psql_command()}")
+    else:
+        console.print(
+            f"  query them: psql -h {settings.host} -p {settings.port} -U {settings.user} "
+            f"{settings.dbname}"
+        )

@@ -159,8 +159,10 @@ def connect(settings: ConnectionSettings, *, autocommit: bool = False) -> psycop
 
 
 def _explain_connect_failure(settings: ConnectionSettings, exc: Exception) -> str:
-    message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    message = lines[-1] if lines else type(exc).__name__
     lowered = str(exc).lower()
+    fix = "the --dsn" if settings.source == "--dsn" else "PGHOST/PGPORT"
     where = f"{settings.host}:{settings.port}"
     if "does not exist" in lowered and "database" in lowered:
         return (
@@ -169,14 +171,16 @@ def _explain_connect_failure(settings: ConnectionSettings, exc: Exception) -> st
             f"{settings.dbname}) or set PGDATABASE to one that exists"
         )
     if "password" in lowered or "authentication" in lowered:
-        return (
-            f"the server at {where} refused user {settings.user!r}: check PGUSER and "
-            "PGPASSWORD (or the --dsn)"
+        return f"the server at {where} refused user {settings.user!r}: check " + (
+            "the user and password in the --dsn"
+            if settings.source == "--dsn"
+            else "PGUSER and PGPASSWORD"
         )
     if "timeout" in lowered or "connection refused" in lowered or "could not" in lowered:
         return (
-            f"no Postgres answers at {where} ({settings.source}): start the server or fix "
-            f"PGHOST/PGPORT; unset all PG* variables to use the embedded server ({message})"
+            f"no Postgres answers at {where} (from {settings.source}): start the server or "
+            f"fix {fix}; without --dsn and PG* variables cohortcast uses its embedded "
+            f"server ({message})"
         )
     return f"cannot connect to {settings.describe()}: {message}"
 

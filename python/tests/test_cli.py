@@ -51,3 +51,21 @@ def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
 
     with pytest.raises(WarehouseError):
         main(["--debug", "--dsn", "postgresql://postgres@127.0.0.1:1/nowhere", "load-demo"])
+
+
+def test_db_refuses_a_named_server(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--dsn", "postgresql://postgres@127.0.0.1:1/nope", "db", "status"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "manages the embedded server" in err
+
+
+def test_an_explicit_data_file_that_is_missing(
+    tmp_path: Path, fresh_database: ConnectionSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "elsewhere.csv.gz"
+    code = main(["--dsn", _dsn(fresh_database), "load-demo", "--data-file", str(missing)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "check the --data-file path" in err
+    assert "git checkout" not in err

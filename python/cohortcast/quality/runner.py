@@ -258,8 +258,9 @@ def _prepare_target(
         columns = tuple(table_columns(conn, schema, table))
         if not columns:
             raise QualityGateError(
-                f"{relation} does not exist, so the {suite.name} suite cannot check it; build "
-                "it first (load the raw data, `dbt build`, or score) and run again",
+                f"{relation} does not exist, so the {suite.name} suite cannot check it; "
+                "build it first with `cohortcast run --demo` (or `cohortcast load-demo` "
+                "for the raw data alone) and check again",
                 step=step,
             )
         table_name, query, source_sql = relation, None, f"{_quote(schema)}.{_quote(table)}"
