@@ -133,13 +133,14 @@ def _artifacts_dir(project_dir: Path) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cohortcast import ml
+    from cohortcast import ml, pipeline
 
     project_dir = _project_dir(args)
     settings = _settings(args)
     dbt_runner.create_python_tables(settings, project_dir)
+    training, _ = pipeline.ml_configs(project_dir)
     with connect(settings) as conn:
-        trained = ml.train(conn, _artifacts_dir(project_dir))
+        trained = ml.train(conn, _artifacts_dir(project_dir), config=training)
     console.print(
         f"trained run {trained.run_id}: {trained.published_model} chosen "
         f"({trained.selection_reason}); artifact {trained.artifact_path}"
@@ -148,13 +149,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from cohortcast import ml
+    from cohortcast import ml, pipeline
 
     project_dir = _project_dir(args)
     settings = _settings(args)
     dbt_runner.create_python_tables(settings, project_dir)
+    _, scoring = pipeline.ml_configs(project_dir)
     with connect(settings) as conn:
-        scored = ml.score(conn, run_id=args.run_id)
+        scored = ml.score(conn, run_id=args.run_id, config=scoring)
     console.print(
         f"published {scored.scored_row_count:,} predictions at {scored.scored_as_of_date} "
         f"from run {scored.run_id} ({scored.model_name})"
@@ -205,7 +207,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     server = embedded.ensure_running(root)
     if args.db_command == "env":
         # For `eval "$(cohortcast db env)"`: point psql, plain dbt and friends at it.
-        console.print(
+        print(
             f"export PGHOST={embedded.HOST} PGPORT={server.port} "
             f"PGUSER={embedded.SUPERUSER} PGDATABASE={embedded.DATABASE}"
         )

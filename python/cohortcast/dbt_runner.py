@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cohortcast.errors import ConfigError, DbtError
 from cohortcast.warehouse import ConnectionSettings
@@ -53,6 +54,18 @@ def find_project_dir(start: Path | None = None) -> Path:
         f"no dbt_project.yml in {here} or above; run cohortcast from the project "
         "directory or pass --project-dir"
     )
+
+
+def project_vars(project_dir: Path) -> dict[str, Any]:
+    """The `vars` of dbt_project.yml, so Python reads the same settings as the models."""
+    import yaml
+
+    with open(project_dir / "dbt_project.yml", encoding="utf-8") as handle:
+        project = yaml.safe_load(handle) or {}
+    found = project.get("vars") or {}
+    if not isinstance(found, dict):
+        raise ConfigError("dbt_project.yml: `vars` must be a mapping")
+    return found
 
 
 def profiles_dir(project_dir: Path) -> Path:

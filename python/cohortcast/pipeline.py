@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cohortcast import dbt_runner, demo, ml
-from cohortcast.errors import CohortcastError
+from cohortcast.errors import CohortcastError, ConfigError
 from cohortcast.warehouse import ConnectionSettings, connect, run_lock
 
 logger = logging.getLogger(__name__)
@@ -89,11 +89,13 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
         with step(report, "create the tables Python writes"):
             dbt_runner.create_python_tables(settings, project_dir)
         _quality_gate(report, settings, options, "features")
+        training, scoring = ml_configs(project_dir)
         with step(report, "train and backtest") as detail, connect(settings) as conn:
             trained = ml.train(
                 conn,
                 options.artifacts,
                 dbt_invocation_id=report.facts.get("dbt_invocation_id"),
+                config=training,
             )
             detail["note"] = (
                 f"run {trained.run_id}, {trained.training_row_count:,} rows from "
@@ -104,6 +106,7 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
             scored = ml.score(
                 conn,
                 run_id=trained.run_id,
+                config=scoring,
                 before_publish=lambda staged: _quality_gate(
                     report, settings, options, "predictions", staged
                 ),
@@ -127,6 +130,28 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
         with connect(settings) as conn:
             report.facts.update(_warehouse_facts(conn))
     return report
+
+
+def ml_configs(project_dir: Path) -> tuple[ml.TrainingConfig, ml.ScoringConfig]:
+    """Training and scoring settings from the dbt project's vars, so both sides agree."""
+    project = dbt_runner.project_vars(project_dir)
+    training = ml.TrainingConfig(label_window_days=int(project.get("churn_window_days", 90)))
+    bands = project.get("churn_risk_band_thresholds") or {}
+    defaults = ml.RiskBands()
+    try:
+        scoring = ml.ScoringConfig(
+            risk_bands=ml.RiskBands(
+                medium=float(bands.get("medium", defaults.medium)),
+                high=float(bands.get("high", defaults.high)),
+            ),
+            psi_threshold=float(project.get("drift_psi_threshold", 0.2)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            "dbt_project.yml: churn_risk_band_thresholds and drift_psi_threshold must be "
+            f"numbers ({exc})"
+        ) from None
+    return training, scoring
 
 
 def _quality_gate(

@@ -57,3 +57,25 @@ def test_run_publishes_then_a_doubled_load_stops_the_next_run(
     assert stopped.value.step == "quality gate: raw"
     assert "raw.online_retail_lines" in str(stopped.value)
     assert _predictions(fresh_database) == published
+
+
+def test_ml_settings_come_from_the_dbt_project_vars(tmp_path: Path) -> None:
+    (tmp_path / "dbt_project.yml").write_text(
+        "name: x\nvars:\n  churn_window_days: 60\n"
+        "  churn_risk_band_thresholds: {medium: 0.25, high: 0.5}\n"
+        "  drift_psi_threshold: 0.1\n"
+    )
+    training, scoring = pipeline.ml_configs(tmp_path)
+    assert training.label_window_days == 60
+    assert (scoring.risk_bands.medium, scoring.risk_bands.high) == (0.25, 0.5)
+    assert scoring.psi_threshold == 0.1
+
+
+def test_bad_ml_vars_are_a_config_error(tmp_path: Path) -> None:
+    from cohortcast.errors import ConfigError
+
+    (tmp_path / "dbt_project.yml").write_text(
+        "name: x\nvars:\n  churn_risk_band_thresholds: {medium: high}\n"
+    )
+    with pytest.raises(ConfigError, match="must be numbers"):
+        pipeline.ml_configs(tmp_path)
