@@ -124,7 +124,8 @@ def cmd_load_demo(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    dbt_runner.invoke(settings, _project_dir(args), "build", args.dbt_args)
+    outcome = dbt_runner.invoke(settings, _project_dir(args), "build", args.dbt_args)
+    console.print(outcome.describe())
     return 0
 
 

@@ -39,9 +39,13 @@ class DbtOutcome:
     statuses: Counter[str] = field(default_factory=Counter)
     invocation_id: str | None = None
 
+    def counts(self) -> str:
+        """Nodes by outcome, e.g. `72 pass, 17 success`."""
+        shown = ", ".join(f"{count} {status}" for status, count in sorted(self.statuses.items()))
+        return shown or "nothing to do"
+
     def describe(self) -> str:
-        counts = ", ".join(f"{count} {status}" for status, count in sorted(self.statuses.items()))
-        return f"dbt {self.command}: {counts or 'nothing to do'} in {self.seconds:.1f} s"
+        return f"dbt {self.command}: {self.counts()} in {self.seconds:.1f} s"
 
 
 def find_project_dir(start: Path | None = None) -> Path:
@@ -148,7 +152,7 @@ def invoke(
             )
         cause = result.exception or "see the dbt output above"
         raise DbtError(f"dbt {command} failed: {cause}")
-    logger.info("%s", outcome.describe())
+    logger.debug("%s", outcome.describe())
     return outcome
 
 

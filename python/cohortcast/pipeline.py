@@ -84,7 +84,7 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
         _quality_gate(report, settings, options, "raw")
         with step(report, "dbt build: staging, cohorts, features") as detail:
             outcome = dbt_runner.build_upstream(settings, project_dir)
-            detail["note"] = outcome.describe()
+            detail["note"] = outcome.counts()
             report.facts["dbt_invocation_id"] = outcome.invocation_id
         with step(report, "create the tables Python writes"):
             dbt_runner.create_python_tables(settings, project_dir)
@@ -119,7 +119,7 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
                 )
         with step(report, "dbt build: marts on predictions") as detail:
             outcome = dbt_runner.build_downstream(settings, project_dir)
-            detail["note"] = outcome.describe()
+            detail["note"] = outcome.counts()
         if options.metabase_sync:
             with step(report, "metabase sync") as detail:
                 from cohortcast.metabase.commands import sync_command
