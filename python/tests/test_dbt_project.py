@@ -333,18 +333,20 @@ def test_metabase_reader_reads_marts_and_not_raw(demo_warehouse: ConnectionSetti
             conn.execute("select count(*) from raw.online_retail_lines")
 
 
-# The marts on what Python writes (models/ml/), which must exist, empty, before any run.
-ML_MARTS = (
+# The marts on what Python writes (models/ml/, models/quality/), which must exist, empty,
+# before any run.
+PYTHON_MARTS = (
     "churn_risk_by_cohort",
     "model_run_metrics",
     "model_run_calibration",
     "model_run_lift",
     "model_run_cohort_metrics",
     "model_run_feature_drift",
+    "data_quality_results",
 )
 
 
-def test_plain_build_on_an_empty_database_passes_with_empty_ml_marts(
+def test_plain_build_on_an_empty_database_passes_with_empty_python_marts(
     fresh_database: ConnectionSettings, repo_root: Path, tmp_path: Path
 ) -> None:
     project = copy_project(repo_root, tmp_path / "project")
@@ -352,10 +354,13 @@ def test_plain_build_on_an_empty_database_passes_with_empty_ml_marts(
     assert built.returncode == 0, built.stdout[-6000:]
     counts = {
         name: fetch(fresh_database, f"select count(*) from analytics.{name}")[0][0]
-        for name in ML_MARTS
+        for name in PYTHON_MARTS
     }
-    assert counts == dict.fromkeys(ML_MARTS, 0)
+    assert counts == dict.fromkeys(PYTHON_MARTS, 0)
     with psycopg.connect(**fresh_database.connect_kwargs(), autocommit=True) as conn:
         conn.execute("set role metabase_reader")
-        for name in ML_MARTS:
+        for name in PYTHON_MARTS:
             conn.execute(f"select count(*) from analytics.{name}").fetchone()
+        # The quality tables themselves stay out of reach; the mart is the way in.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select count(*) from quality.validation_results")

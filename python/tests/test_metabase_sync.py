@@ -40,7 +40,7 @@ TABLES = [
     ("analytics", "churn_risk_by_cohort"),
     ("analytics", "model_run_metrics"),
     ("analytics", "model_run_calibration"),
-    ("quality", "validation_results"),
+    ("analytics", "data_quality_results"),
 ]
 
 
@@ -106,6 +106,8 @@ def test_shipped_exposures_declare_the_five_questions(manifest: dict[str, Any]) 
     assert dashboard.name == DASHBOARD
     assert set(dashboard.questions) == SHIPPED
     assert sorted(declaration.relations) == sorted(TABLES)
+    # Only marts: the reader role Metabase connects as can read nothing else.
+    assert {schema for schema, _ in declaration.relations} == {"analytics"}
 
 
 def test_refs_and_sources_compile_to_relation_names(manifest: dict[str, Any]) -> None:
@@ -114,6 +116,8 @@ def test_refs_and_sources_compile_to_relation_names(manifest: dict[str, Any]) ->
     assert "from analytics.cohort_retention" in heatmap
     calibration = questions["Calibration of the published model"].sql
     assert "from analytics.model_run_calibration" in calibration
+    data_quality = questions["Data-quality results"].sql
+    assert "from analytics.data_quality_results" in data_quality
     for question in questions.values():
         assert "{{" not in question.sql
         assert "{%" not in question.sql
@@ -427,7 +431,7 @@ def test_shipped_questions_run_on_the_built_warehouse(
         )
         assert built.success, built.exception
 
-    dbt_run("+cohort_retention", "+churn_risk_by_cohort")
+    dbt_run("+cohort_retention", "+churn_risk_by_cohort", "data_quality_results")
     questions = {q.name: q.sql for q in read_declaration(manifest).questions}
     with psycopg.connect(**fresh_database.connect_kwargs()) as conn:
         conn.execute(
@@ -450,16 +454,39 @@ def test_shipped_questions_run_on_the_built_warehouse(
                 ('new', 'candidate', 1, 0.15, 0.1),
                 ('new', 'candidate', 2, 0.25, 0.3),
                 ('later_candidate', 'candidate', 1, 0.5, 0.5);
+            insert into quality.validation_runs
+                (validation_run_id, pipeline_step, started_at, success)
+            values ('v0', 'raw', '2026-01-01 09:00+00', false),
+                ('v1', 'features', '2026-01-01 10:00+00', false),
+                ('v2', 'features', '2026-01-02 10:00+00', true),
+                ('v3', 'check', '2026-01-03 10:00+00', true);
             insert into quality.validation_results
-                (validation_run_id, table_name, expectation, success, severity, checked_at)
-            values ('v1', 'features', 'not_null', false, 'blocking', '2026-01-01'),
-                ('v2', 'features', 'not_null', true, 'blocking', '2026-01-02'),
-                ('v2', 'features', 'in_range', false, 'warning', '2026-01-02');
+                (validation_run_id, table_name, expectation, column_name, success, severity,
+                    checked_at)
+            values
+                ('v0', 'raw.online_retail_lines', 'expect_table_row_count_to_be_between',
+                    null, false, 'blocking', '2026-01-01 09:01+00'),
+                ('v1', 'analytics.customer_feature_snapshots',
+                    'expect_column_values_to_not_be_null', 'customer_id', false, 'blocking',
+                    '2026-01-01 10:01+00'),
+                ('v2', 'analytics.customer_feature_snapshots',
+                    'expect_column_values_to_not_be_null', 'customer_id', true, 'blocking',
+                    '2026-01-02 10:01+00'),
+                ('v2', 'analytics.customer_feature_snapshots',
+                    'expect_column_values_to_not_be_null', 'as_of_date', true, 'blocking',
+                    '2026-01-02 10:01+00'),
+                ('v2', 'analytics.customer_feature_snapshots',
+                    'expect_column_values_to_be_between', 'days_since_last_order', false,
+                    'warning', '2026-01-02 10:01+00'),
+                ('v3', 'raw.online_retail_lines', 'expect_table_row_count_to_be_between',
+                    null, true, 'blocking', '2026-01-03 10:01+00');
             """
         )
     # The model marts read what Python wrote; in a run, step 9 rebuilds them.
+    # The quality mart is a view: it shows the rows above without a rebuild.
     dbt_run("source:ml+")
     with psycopg.connect(**fresh_database.connect_kwargs()) as conn:
+        conn.execute("set role metabase_reader")  # as Metabase reads
         for sql in questions.values():
             conn.execute(sql)  # every shipped question runs
         calibration = conn.execute(questions["Calibration of the published model"]).fetchall()
@@ -467,8 +494,32 @@ def test_shipped_questions_run_on_the_built_warehouse(
         runs = conn.execute(questions["Model performance over runs"]).fetchall()
     # The newest published run is 'new': its two deciles, not the later candidate's.
     assert [(row[1], row[2], row[3]) for row in calibration] == [(1, 0.15, 0.1), (2, 0.25, 0.3)]
-    # Only the latest validation of the table (v2), its failure first.
-    assert [(row[2], row[5]) for row in quality] == [("in_range", False), ("not_null", True)]
+    # The latest validation of each table (features: v2, raw: v3), failures first, then
+    # by severity, table, expectation and column; the older failures (v0, v1) are gone.
+    assert [(row[1], row[2], row[3], row[5], row[8]) for row in quality] == [
+        (
+            "analytics.customer_feature_snapshots",
+            "expect_column_values_to_be_between",
+            "days_since_last_order",
+            False,
+            "features",
+        ),
+        (
+            "analytics.customer_feature_snapshots",
+            "expect_column_values_to_not_be_null",
+            "as_of_date",
+            True,
+            "features",
+        ),
+        (
+            "analytics.customer_feature_snapshots",
+            "expect_column_values_to_not_be_null",
+            "customer_id",
+            True,
+            "features",
+        ),
+        ("raw.online_retail_lines", "expect_table_row_count_to_be_between", None, True, "check"),
+    ]
     assert [row[1] for row in runs] == ["old", "new", "later_candidate"]
     # Each run's chosen model at its holdout cutoff, not another model or cutoff.
     assert [row[3] for row in runs] == [0.7, 0.8, 0.9]
