@@ -18,7 +18,7 @@ from dbt_helpers import copy_project, fetch, run_dbt
 
 from cohortcast.warehouse import ConnectionSettings
 
-# UCI Online Retail, customers by month of first purchase (../shared SOURCE.md, issue 2).
+# UCI Online Retail, customers by month of first purchase (data/online_retail.SOURCE.md, issue 2).
 ACQUISITION_COHORT_SIZES = {
     "2010-12": 885,
     "2011-01": 417,

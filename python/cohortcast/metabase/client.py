@@ -9,7 +9,7 @@ or trigger (exports, schema sync, login); a POST that creates something is never
 because the first attempt may have succeeded (provisioning finds it by name next time).
 
 The Metabase version is read once, from `GET /api/session/properties`, and decides the two
-things that changed under us (see contracts/metabase/CHANGES.md in the shared folder):
+things that changed under us (see contracts/metabase/CHANGES.md):
 export parameters moved from the query string to the body in 0.53, and cards return MBQL 5
 queries since 0.57.
 """
