@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -150,23 +151,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from cohortcast import ml, pipeline
+    from cohortcast import pipeline
 
     project_dir = _project_dir(args)
-    settings = _settings(args)
-    dbt_runner.create_python_tables(settings, project_dir)
-    _, scoring = pipeline.ml_configs(project_dir)
-    with connect(settings) as conn:
-        scored = ml.score(conn, run_id=args.run_id, config=scoring)
+    report = pipeline.score_only(
+        _settings(args), pipeline.RunOptions(project_dir=project_dir), args.run_id
+    )
+    scored = report.facts["score"]
     console.print(
         f"published {scored.scored_row_count:,} predictions at {scored.scored_as_of_date} "
-        f"from run {scored.run_id} ({scored.model_name})"
+        f"from run {scored.run_id} ({scored.model_name}); marts on them rebuilt"
     )
     return 0
 
 
 def cmd_metabase_import(args: argparse.Namespace) -> int:
+    from cohortcast.metabase.client import MetabaseSettings
     from cohortcast.metabase.commands import import_cohort_command
+
+    MetabaseSettings.from_environment()  # says what is missing before touching any database
 
     imported = import_cohort_command(
         args.card,
@@ -181,7 +184,9 @@ def cmd_metabase_import(args: argparse.Namespace) -> int:
 
 
 def cmd_metabase_sync(args: argparse.Namespace) -> int:
-    from cohortcast.metabase.commands import sync_command
+    from cohortcast.metabase.commands import check_sync_settings, sync_command
+
+    check_sync_settings(args.database, os.environ)  # before touching any database
 
     result = sync_command(
         _project_dir(args),
@@ -224,12 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Churn predictions next to your dbt cohorts, on Postgres.",
     )
     parser.add_argument("--version", action="version", version=f"cohortcast {__version__}")
-    parser.add_argument(
-        "--dsn",
-        help="Postgres connection string; default: the PG* variables, else the embedded server",
-    )
-    parser.add_argument("--project-dir", help="dbt project directory (default: found from cwd)")
-    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    _add_common_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="the whole pipeline: build, check, train, publish")
@@ -310,7 +310,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     db.add_argument("db_command", choices=["status", "stop", "env"])
     db.set_defaults(handler=cmd_db)
+    # The common options work after the command too: `cohortcast check --dsn ...`.
+    subparsers = [*commands.choices.values(), *metabase_commands.choices.values()]
+    for subparser in subparsers:
+        if subparser is not metabase:
+            _add_common_options(subparser, defaults=False)
     return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--dsn, --project-dir and --debug; on a command, they only override when given."""
+    unset = {} if defaults else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "--dsn",
+        help="Postgres connection string; default: the PG* variables, else the embedded server",
+        **unset,  # type: ignore[arg-type]
+    )
+    parser.add_argument(
+        "--project-dir",
+        help="dbt project directory (default: found from the current directory)",
+        **unset,  # type: ignore[arg-type]
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="verbose logs and tracebacks",
+        **unset,  # type: ignore[arg-type]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

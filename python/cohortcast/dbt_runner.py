@@ -156,6 +156,18 @@ def invoke(
     return outcome
 
 
+def _cause(message: str | None) -> str:
+    """The line of a dbt node message that says what is wrong.
+
+    dbt opens with a header (`Database Error in model x (models/x.sql)`) and puts the
+    cause on the next lines; we keep the cause, which is what a person can act on.
+    """
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    if len(lines) > 1 and " Error in " in lines[0]:
+        return lines[1]
+    return lines[0] if lines else ""
+
+
 def build_upstream(settings: ConnectionSettings, project_dir: Path) -> DbtOutcome:
     """Staging, cohorts and features: everything the model needs, with its tests."""
     return invoke(settings, project_dir, "build", ["--exclude", *PYTHON_SOURCES])

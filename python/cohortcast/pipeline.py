@@ -102,24 +102,7 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
                 f"{trained.snapshot_count} snapshots; publishing {trained.published_model}"
             )
             report.facts["train"] = trained
-        with step(report, "score and publish predictions") as detail, connect(settings) as conn:
-            scored = ml.score(
-                conn,
-                run_id=trained.run_id,
-                config=scoring,
-                before_publish=lambda staged: _quality_gate(
-                    report, settings, options, "predictions", staged
-                ),
-            )
-            detail["note"] = f"{scored.scored_row_count:,} customers at {scored.scored_as_of_date}"
-            report.facts["score"] = scored
-            for feature in scored.drifted_features:
-                report.facts.setdefault("warnings", []).append(
-                    f"feature {feature} drifted since training (PSI over threshold)"
-                )
-        with step(report, "dbt build: marts on predictions") as detail:
-            outcome = dbt_runner.build_downstream(settings, project_dir)
-            detail["note"] = outcome.counts()
+        publish(report, settings, options, run_id=trained.run_id, scoring=scoring)
         if options.metabase_sync:
             with step(report, "metabase sync") as detail:
                 from cohortcast.metabase.commands import sync_command
@@ -129,6 +112,50 @@ def run(settings: ConnectionSettings, options: RunOptions) -> RunReport:
                 detail["note"] = synced.summary().splitlines()[0]
         with connect(settings) as conn:
             report.facts.update(_warehouse_facts(conn))
+    return report
+
+
+def publish(
+    report: RunReport,
+    settings: ConnectionSettings,
+    options: RunOptions,
+    *,
+    run_id: str | None,
+    scoring: ml.ScoringConfig,
+) -> None:
+    """Score, gate the new predictions, publish them, and rebuild the marts on them.
+
+    `cohortcast run` and `cohortcast score` both publish this way, so neither can put
+    unchecked predictions in front of Metabase or leave its marts behind.
+    """
+    with step(report, "score and publish predictions") as detail, connect(settings) as conn:
+        scored = ml.score(
+            conn,
+            run_id=run_id,
+            config=scoring,
+            before_publish=lambda staged: _quality_gate(
+                report, settings, options, "predictions", staged
+            ),
+        )
+        detail["note"] = f"{scored.scored_row_count:,} customers at {scored.scored_as_of_date}"
+        report.facts["score"] = scored
+        for feature in scored.drifted_features:
+            report.facts.setdefault("warnings", []).append(
+                f"feature {feature} drifted since training (PSI over threshold)"
+            )
+    with step(report, "dbt build: marts on predictions") as detail:
+        outcome = dbt_runner.build_downstream(settings, options.project_dir)
+        detail["note"] = outcome.counts()
+
+
+def score_only(settings: ConnectionSettings, options: RunOptions, run_id: str | None) -> RunReport:
+    """`cohortcast score`: publish with a recorded model run (default: the latest)."""
+    report = RunReport(settings=settings)
+    with run_lock(settings):
+        with step(report, "create the tables Python writes"):
+            dbt_runner.create_python_tables(settings, options.project_dir)
+        _, scoring = ml_configs(options.project_dir)
+        publish(report, settings, options, run_id=run_id, scoring=scoring)
     return report
 
 

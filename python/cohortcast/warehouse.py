@@ -168,7 +168,8 @@ def _explain_connect_failure(settings: ConnectionSettings, exc: Exception) -> st
         return (
             f"database {settings.dbname!r} does not exist on {where}; create it "
             f"(createdb -h {settings.host} -p {settings.port} -U {settings.user} "
-            f"{settings.dbname}) or set PGDATABASE to one that exists"
+            f"{settings.dbname}) or name one that exists "
+            + ("in the --dsn" if settings.source == "--dsn" else "in PGDATABASE")
         )
     if "password" in lowered or "authentication" in lowered:
         return f"the server at {where} refused user {settings.user!r}: check " + (

@@ -43,6 +43,20 @@ def test_run_publishes_then_a_doubled_load_stops_the_next_run(
     assert runs == [("published", 1)]
     assert marts == (SCORED_AT_LAST_SNAPSHOT,)
 
+    # `cohortcast score` alone publishes the same way: gate first, marts after.
+    pipeline.score_only(fresh_database, options, None)
+    with connect(fresh_database) as conn:
+        gated = conn.execute(
+            "select count(*) from quality.validation_runs where pipeline_step = 'predictions'"
+        ).fetchone()
+        mart_runs = conn.execute(
+            "select count(distinct model_run_id) from analytics.churn_risk_by_cohort"
+        ).fetchone()
+    assert gated == (2,)
+    assert mart_runs == (1,)
+    published = _predictions(fresh_database)
+    assert len(published) == SCORED_AT_LAST_SNAPSHOT
+
     # A broken upstream load: every raw line inserted a second time.
     with connect(fresh_database) as conn:
         conn.execute(
@@ -79,3 +93,20 @@ def test_bad_ml_vars_are_a_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="must be numbers"):
         pipeline.ml_configs(tmp_path)
+
+
+def test_dbt_failures_keep_the_cause_not_the_header() -> None:
+    from cohortcast.dbt_runner import _cause
+
+    message = (
+        "Compilation Error in model cohort_membership (models/cohorts/cohort_membership.sql)\n"
+        "  cohort model 'early_bird' breaks the cohort contract: rule 'has every contract "
+        "column': it has no column exited_at\n"
+    )
+    assert _cause(message) == (
+        "cohort model 'early_bird' breaks the cohort contract: rule 'has every contract "
+        "column': it has no column exited_at"
+    )
+    assert _cause("Got 3 results, configured to fail if != 0") == (
+        "Got 3 results, configured to fail if != 0"
+    )

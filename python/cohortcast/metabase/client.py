@@ -98,15 +98,28 @@ class MetabaseSettings:
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> MetabaseSettings:
         """Read METABASE_URL and METABASE_API_KEY or METABASE_USERNAME/METABASE_PASSWORD."""
         env = os.environ if environ is None else environ
+        missing = missing_settings(env)
+        if missing:
+            raise ConfigError(f"Metabase is not configured: set {'; '.join(missing)}")
         url = env.get("METABASE_URL", "").strip()
-        if not url:
-            raise ConfigError("METABASE_URL is not set; set it to your Metabase's address")
         return cls(
             url=url,
             api_key=env.get("METABASE_API_KEY") or None,
             username=env.get("METABASE_USERNAME") or None,
             password=env.get("METABASE_PASSWORD") or None,
         )
+
+
+def missing_settings(env: Mapping[str, str]) -> list[str]:
+    """What is missing from the environment to reach Metabase, all at once."""
+    missing = []
+    if not env.get("METABASE_URL", "").strip():
+        missing.append("METABASE_URL (your Metabase's address)")
+    if not env.get("METABASE_API_KEY") and not (
+        env.get("METABASE_USERNAME") and env.get("METABASE_PASSWORD")
+    ):
+        missing.append("METABASE_API_KEY, or METABASE_USERNAME and METABASE_PASSWORD")
+    return missing
 
 
 @dataclass(frozen=True)

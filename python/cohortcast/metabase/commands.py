@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cohortcast.errors import ConfigError
-from cohortcast.metabase.client import MetabaseClient, MetabaseSettings
+from cohortcast.metabase.client import MetabaseClient, MetabaseSettings, missing_settings
 from cohortcast.metabase.cohorts import CohortImport, import_cohort
 from cohortcast.metabase.metadata import MetadataPush, push_metadata
 from cohortcast.metabase.provision import MANIFEST_FILE, SyncResult, sync
@@ -85,6 +85,19 @@ def _parameters(text: str | None) -> list[dict[str, Any]] | None:
     return value
 
 
+def check_sync_settings(
+    database_name: str | None, env: Mapping[str, str], *, metabase_given: bool = False
+) -> str:
+    """Every setting `sync` lacks, in one error; else the database's name in Metabase."""
+    database = database_name or env.get(DATABASE_VARIABLE)
+    missing = [] if metabase_given else missing_settings(env)
+    if not database:
+        missing.append(f"{DATABASE_VARIABLE} or --database (the warehouse's name in Metabase)")
+    if missing or not database:
+        raise ConfigError(f"Metabase is not configured: set {'; '.join(missing)}")
+    return database
+
+
 def sync_command(
     project_dir: Path,
     *,
@@ -101,11 +114,7 @@ def sync_command(
     without, target/manifest.json must be there already.
     """
     env = os.environ if environ is None else environ
-    database = database_name or env.get(DATABASE_VARIABLE)
-    if not database:
-        raise ConfigError(
-            f"name the warehouse as Metabase knows it: pass --database or set {DATABASE_VARIABLE}"
-        )
+    database = check_sync_settings(database_name, env, metabase_given=metabase is not None)
     settings = metabase or MetabaseSettings.from_environment(env)
     if warehouse is not None:
         from cohortcast import dbt_runner

@@ -326,10 +326,11 @@ def _validate(
                         for expectation_result in result.results
                     ]
                 logger.info(
-                    "checked %s (%s, %d expectations) in %.1f s",
+                    "checked %s (%s, %d expectation%s) in %.1f s",
                     target.table_name,
                     batch,
                     len(checks),
+                    "" if len(checks) == 1 else "s",
                     time.monotonic() - started,
                 )
         context.build_data_docs(site_names=[DATA_DOCS_SITE])
