@@ -118,16 +118,7 @@ history_per_snapshot as (
     select
         customer_id,
         as_of_date,
-        min(invoiced_at) filter (where is_order) as first_ordered_at,
-        max(invoiced_at) filter (where is_order) as last_ordered_at,
-        count(*) filter (where is_order) as order_count,
-        count(*) filter (where is_cancellation) as cancellation_count,
-        coalesce(
-            sum(product_amount) filter (where is_order), 0
-        ) as gross_revenue_amount,
-        coalesce(
-            -sum(product_amount) filter (where is_cancellation), 0
-        ) as cancelled_amount,
+        {{ order_history_measures() }},
         {%- for window_days in var('activity_window_days') %}
             count(*) filter (
                 where is_order and time_before_as_of <= interval '{{ window_days }} days'

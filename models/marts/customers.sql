@@ -48,16 +48,7 @@ invoices_per_customer as (
     select
         customer_id,
         min(invoiced_at) as first_seen_at,
-        min(invoiced_at) filter (where is_order) as first_ordered_at,
-        max(invoiced_at) filter (where is_order) as last_ordered_at,
-        count(*) filter (where is_order) as order_count,
-        count(*) filter (where is_cancellation) as cancellation_count,
-        coalesce(
-            sum(product_amount) filter (where is_order), 0
-        ) as gross_revenue_amount,
-        coalesce(
-            -sum(product_amount) filter (where is_cancellation), 0
-        ) as cancelled_amount,
+        {{ order_history_measures() }},
         coalesce(
             sum(item_quantity) filter (where is_order), 0
         )::bigint as item_quantity
