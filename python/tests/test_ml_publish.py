@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from ml_data import make_snapshots
 from threadpoolctl import threadpool_limits
 
 from cohortcast.errors import ModelError
@@ -42,8 +42,6 @@ create table analytics.cohort_membership (
 """
 
 CUSTOMERS = 40
-AS_OF_DATES = pd.date_range("2011-01-01", "2011-12-01", freq="MS")
-LAST_LABELLED = pd.Timestamp("2011-09-01")
 
 
 @pytest.fixture(autouse=True)
@@ -52,34 +50,24 @@ def one_thread() -> Iterator[None]:
         yield
 
 
-def snapshot_rows(*, perfect_recency: bool, seed: int = 0) -> list[tuple[Any, ...]]:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for as_of in AS_OF_DATES:
-        for number in range(CUSTOMERS):
-            days = int(rng.integers(0, 150))
-            orders = int(rng.integers(1, 20))
-            if perfect_recency:
-                churned = days > 60
-            else:
-                odds = math.exp((days - 60) / 25 - (orders - 10) / 10)
-                churned = bool(rng.random() < odds / (1 + odds))
-            observed = bool(as_of <= LAST_LABELLED)
-            rows.append(
-                (
-                    churned if observed else None,
-                    ("United Kingdom", "France", "Germany")[number % 3],
-                    as_of.date(),
-                    orders,
-                    f"{number:05d}",
-                    (as_of - pd.Timedelta(days=days)).tz_localize("UTC").to_pydatetime(),
-                    round(float(rng.gamma(2.0, 100.0)), 2),
-                    number % 5 == 0,
-                    days,
-                    observed,
-                )
-            )
-    return rows
+def snapshot_rows(*, perfect_recency: bool) -> list[tuple[Any, ...]]:
+    """The shared hand-made snapshots, in SNAPSHOT_DDL's insert order."""
+    frame = make_snapshots(CUSTOMERS, perfect_recency=perfect_recency)
+    return [
+        (
+            row.is_churned,
+            row.country,
+            row.as_of_date,
+            row.order_count,
+            row.customer_id,
+            row.last_ordered_at.tz_localize("UTC").to_pydatetime(),
+            row.net_revenue_amount,
+            row.is_vip,
+            row.days_since_last_order,
+            row.is_label_observed,
+        )
+        for row in frame.itertuples(index=False)
+    ]
 
 
 @pytest.fixture
@@ -108,7 +96,7 @@ def load_snapshots(conn: psycopg.Connection, *, perfect_recency: bool = False) -
             cursor.executemany(
                 "insert into analytics.cohort_membership values (%s, %s, %s, %s)",
                 [
-                    (f"{n:05d}", "acquisition_month", "2010-12", datetime(2010, 12, 5, tzinfo=UTC))
+                    (f"C{n:03d}", "acquisition_month", "2010-12", datetime(2010, 12, 5, tzinfo=UTC))
                     for n in range(CUSTOMERS)
                 ],
             )

@@ -15,23 +15,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from cohortcast import demo
 from cohortcast.errors import QualityGateError
 from cohortcast.quality import GateResult, run_gate
 from cohortcast.warehouse import ConnectionSettings, append_rows, connect
 
 RAW_LINE_COUNT = 100  # distinct lines, plus one exact duplicate of line 5
-RAW_COLUMNS = (
-    "source_line_number",
-    "invoice_no",
-    "stock_code",
-    "description",
-    "quantity",
-    "invoice_date",
-    "unit_price",
-    "customer_id",
-    "country",
-    "loaded_at",
-)
+RAW_COLUMNS = ("source_line_number", *demo.RAW_COLUMNS, "loaded_at")
 RAW_DDL = """
 create table raw.online_retail_lines (
     source_line_number bigint not null,
