@@ -40,16 +40,26 @@ QUIET_LOGGERS = (
 
 
 def _configure_logging(debug: bool) -> None:
-    handler = RichHandler(
-        console=error_console,
-        show_path=False,
-        show_level=debug,
-        markup=False,
-        rich_tracebacks=debug,
-        log_time_format="%H:%M:%S",
-    )
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(
+            console=error_console,
+            show_path=False,
+            show_level=debug,
+            markup=False,
+            rich_tracebacks=debug,
+            log_time_format="%H:%M:%S",
+        )
+        line_format = "%(message)s"
+    else:
+        # Piped to a file or CI: plain lines, never wrapped, so commands copy-paste whole.
+        handler = logging.StreamHandler(sys.stderr)
+        line_format = "%(asctime)s %(message)s"
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO, format="%(message)s", handlers=[handler]
+        level=logging.DEBUG if debug else logging.INFO,
+        format=line_format,
+        datefmt="%H:%M:%S",
+        handlers=[handler],
     )
     logging.captureWarnings(True)
     for name in QUIET_LOGGERS:
@@ -96,10 +106,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from cohortcast import quality
-
     project_dir = _project_dir(args)
     settings = _settings(args)
+    connect(settings).close()  # a wrong server fails now, not after loading GX
+
+    from cohortcast import quality
+
     gate = quality.run_gate(
         settings,
         args.step,
